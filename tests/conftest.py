@@ -1,6 +1,11 @@
 """Fixtures shared by the whole suite."""
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,3 +21,98 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real market data not found at {SHARED_DATA} (set BOTAI_SHARED_DATA)")
     return SHARED_DATA
+
+
+class WorkerProcess:
+    """A real `celery -A botai worker` subprocess on the test database and broker."""
+
+    def __init__(
+        self, *, queues: str, name: str, env: dict, pool: str = "solo", concurrency: int = 1
+    ):
+        self.name = f"{name}@{socket.gethostname()}"
+        self.log = ROOT / "data" / "logs" / f"test-worker-{name}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "celery", "-A", "botai", "worker", "-Q", queues, "-n", self.name,
+            f"--pool={pool}", f"--concurrency={concurrency}", "--prefetch-multiplier=1",
+            "--without-mingle", "--without-gossip", "--loglevel=INFO",
+        ]  # fmt: skip
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from botai.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited: {self.log.read_text()[-2000:]}")
+            if app.control.ping(destination=[self.name], timeout=0.5):
+                return
+        raise TimeoutError(
+            f"worker {self.name} not ready in {timeout}s: {self.log.read_text()[-2000:]}"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+def _database_url(settings_dict: dict) -> str:
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    credentials = settings_dict["USER"] + (
+        f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
+    )
+    return (
+        f"postgres://{credentials}@{settings_dict['HOST'] or '127.0.0.1'}:"
+        f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+    )
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path):
+    """Start real worker subprocesses: `start_worker("gpu")`.
+
+    Workers see committed data only, hence transactional_db. Queues are purged first so no stale
+    task from an earlier run is consumed."""
+    from django.db import connection
+
+    from botai.celery import app
+
+    app.control.purge()
+    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict)}
+    workers: list[WorkerProcess] = []
+
+    def start(
+        queues: str,
+        *,
+        name: str | None = None,
+        pool: str = "solo",
+        concurrency: int = 1,
+        **extra_env,
+    ):
+        worker = WorkerProcess(
+            queues=queues,
+            name=name or f"test-{queues.replace(',', '-')}-{len(workers)}",
+            env={**env, **{key: str(value) for key, value in extra_env.items()}},
+            pool=pool,
+            concurrency=concurrency,
+        )
+        workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    app.control.purge()

@@ -1,0 +1,3 @@
+"""Routes under /api/v1/ for signals_app."""
+
+urlpatterns: list = []

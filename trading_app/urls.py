@@ -1,0 +1,3 @@
+"""Routes under /api/v1/ for trading_app."""
+
+urlpatterns: list = []
