@@ -11,7 +11,8 @@ from botai.celery import CELERY_TASK_QUEUES, CELERY_TASK_ROUTES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # ---------------------------------------------------------------- paths
 DATA_DIR = Path(env("BOTAI_DATA_DIR", default=str(BASE_DIR / "data")))
