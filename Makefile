@@ -24,7 +24,9 @@ up: install
 	$(PY) manage.py bootstrap
 	$(PY) -m botai.launcher
 
-test: install-dev
+test:
+	@$(PYTHON) -m tests.backend --which 2>/dev/null || python3 -m tests.backend --which
+	@$(MAKE) --no-print-directory install-dev
 	$(PY) -m tests.backend
 
 lint: install-dev

@@ -9,8 +9,6 @@ import socket
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 REDIS_TEST_URL = "redis://127.0.0.1:6379/{db}"
@@ -25,23 +23,36 @@ def _answers(port: int) -> bool:
         return False
 
 
-def main(argv: list[str]) -> int:
-    redis_process = None
+def select() -> str:
+    """Point the environment at the services this run uses and describe them in one line."""
     redis_db = os.environ.get("TEST_REDIS_DB", "15")
     if "DATABASE_URL" not in os.environ and _answers(5432):
         os.environ["DATABASE_URL"] = POSTGRES_URL
-    if "CELERY_BROKER_URL" not in os.environ and _answers(6379):
-        os.environ["REDIS_URL"] = REDIS_TEST_URL.format(db=redis_db)
-    if "REDIS_URL" not in os.environ and "CELERY_BROKER_URL" not in os.environ:
+    if "CELERY_BROKER_URL" not in os.environ and "REDIS_URL" not in os.environ:
+        if _answers(6379):
+            os.environ["REDIS_URL"] = REDIS_TEST_URL.format(db=redis_db)
+        else:
+            os.environ["EMBEDDED_REDIS_PORT"] = str(FALLBACK_REDIS_PORT)
+    database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
+    broker = os.environ.get("REDIS_URL") or os.environ.get("CELERY_BROKER_URL")
+    return f"test backend: {database} + {broker or f'embedded Redis :{FALLBACK_REDIS_PORT}'}"
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--which"]:
+        print(select(), flush=True)
+        return 0
+    description = select()
+    redis_process = None
+    if "EMBEDDED_REDIS_PORT" in os.environ and "REDIS_URL" not in os.environ:
         from botai import embedded_redis
 
-        os.environ["EMBEDDED_REDIS_PORT"] = str(FALLBACK_REDIS_PORT)
         redis_process = embedded_redis.start(
             port=FALLBACK_REDIS_PORT, directory=ROOT / "data" / "test-redis"
         )
-    database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
-    broker = os.environ.get("REDIS_URL") or f"embedded Redis :{FALLBACK_REDIS_PORT}"
-    print(f"test backend: {database} + {broker}", flush=True)
+    print(description, flush=True)
+    import pytest
+
     try:
         return pytest.main(argv)
     finally:

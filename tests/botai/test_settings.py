@@ -14,7 +14,8 @@ PRODUCTION = {
     "CELERY_BROKER_URL": "redis://redis.example.com:6379/0",
     "REDIS_URL": "redis://redis.example.com:6379/1",
 }
-CLEAN = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+SERVICE_VARS = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "EMBEDDED_REDIS_PORT"}
+CLEAN = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
 
 
 def _settings(env: dict, expression: str) -> str:
@@ -31,9 +32,8 @@ def _settings(env: dict, expression: str) -> str:
 
 
 def test_local_defaults_need_nothing_installed():
-    clean = {k: v for k, v in CLEAN.items() if k != "CELERY_BROKER_URL"}
     out = _settings(
-        clean,
+        CLEAN,
         "s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.ML_DEVICE, s.DEBUG, "
         "'journal_mode=WAL' in s.DATABASES['default']['OPTIONS']['init_command']",
     )

@@ -172,7 +172,7 @@ def test_residual_attention_passes_scores_between_layers() -> None:
         model(_series(2))
         if res_attention:
             assert seen["prev"] is seen["scores"]
-            assert seen["prev"].shape == (2 * SMALL.n_channels, 4, 12, 12)
+            assert seen["prev"].shape == (2 * SMALL.n_channels * 4, 12, 12)
             torch.testing.assert_close(seen["second"], seen["own"] + seen["prev"])
         else:
             assert seen["prev"] is None
@@ -180,13 +180,33 @@ def test_residual_attention_passes_scores_between_layers() -> None:
 
 
 def _own_scores(attention: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Scaled q.k^T of one attention module, computed independently of its forward."""
+    """Scaled q.k^T of one attention module, computed independently of its forward.
+
+    Laid out like the module's scores: [N * heads, key, query].
+    """
     n, p, d = x.shape
     heads = attention.n_heads
     q, k, _ = attention.qkv(x).split(d, dim=-1)
     q = q.view(n, p, heads, d // heads).transpose(1, 2)
     k = k.view(n, p, heads, d // heads).transpose(1, 2)
-    return q @ k.transpose(-2, -1) / (d // heads) ** 0.5
+    scores = q @ k.transpose(-2, -1) / (d // heads) ** 0.5  # [N, heads, query, key]
+    return scores.transpose(-2, -1).reshape(n * heads, p, p)
+
+
+def test_attention_matches_official_formulation() -> None:
+    """Our key-major layout against the official q.k^T + prev, softmax over the last axis."""
+    attention = _model().backbone.layers[1].attn.eval()
+    n, p, d, heads = 6, 12, SMALL.d_model, attention.n_heads
+    x = torch.randn(n, p, d)
+    prev = torch.randn(n, heads, p, p)  # official layout [N, heads, query, key]
+    q, k, v = (
+        t.view(n, p, heads, d // heads).transpose(1, 2) for t in attention.qkv(x).split(d, -1)
+    )
+    scores = q @ k.transpose(-2, -1) / (d // heads) ** 0.5 + prev
+    context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(n, p, d)
+    ours, our_scores = attention(x, prev.transpose(-2, -1).reshape(n * heads, p, p))
+    torch.testing.assert_close(ours, attention.out(context))
+    torch.testing.assert_close(our_scores, scores.transpose(-2, -1).reshape(n * heads, p, p))
 
 
 def test_token_batchnorm_matches_official_transpose_batchnorm() -> None:
