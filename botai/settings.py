@@ -151,6 +151,8 @@ CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower shows tasks live
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis redelivers an unacked task after this; it must exceed the longest task (training excluded).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Our LOGGING (task-id formatter, rotating files) applies inside workers too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CACHES = {

@@ -43,3 +43,11 @@ def test_a_real_gpu_worker_runs_a_task_and_returns_through_redis(start_worker):
     worker = start_worker("gpu")
     result = probe.apply_async(queue="gpu").get(timeout=30)
     assert result["pid"] == worker.process.pid
+
+
+@pytest.mark.e2e
+def test_task_log_lines_carry_the_task_id(start_worker):
+    worker = start_worker("default")
+    result = probe.apply_async(queue="default")
+    result.get(timeout=30)
+    assert f"[botai.health.probe {result.id}] probe answered" in worker.log.read_text()
