@@ -1,0 +1,167 @@
+"""The ML API: status, on-demand signals, predictions, metrics, signals (parse, call, shape)."""
+
+from celery import current_app
+from celery.exceptions import TimeoutError as TaskTimeout
+from celery.result import AsyncResult
+from django.conf import settings
+from django.core.cache import cache
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status, viewsets
+from rest_framework.exceptions import APIException, NotFound
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from signals_app.filters import PredictionFilter, SignalFilter
+from signals_app.ml_status import ml_status
+from signals_app.models import Market, MLConfig, Prediction, Signal
+from signals_app.permissions import IsStaffOrReadOnly
+from signals_app.predictor import checkpoint_path
+from signals_app.serializers import (
+    GenerateSignalRequestSerializer,
+    MLStatusSerializer,
+    PredictionSerializer,
+    SignalSerializer,
+    SignalWithPredictionSerializer,
+    TaskStatusSerializer,
+)
+
+GENERATE_SIGNAL_TASK = "signals_app.tasks.generate_signal"
+# How long POST generate-signal holds the request before answering 202 with a task URL.
+GENERATE_SIGNAL_WAIT = 5.0
+_TASK_KEY = "ml-task:{}"
+
+MESSAGE = OpenApiResponse(response=OpenApiTypes.OBJECT, description='{"detail": "what was wrong"}')
+
+
+class NewestFirst(CursorPagination):
+    """Cursor pages: stable while new rows arrive every minute, and no COUNT(*) per page."""
+
+    ordering = "-candle_time"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class NewestCreatedFirst(NewestFirst):
+    ordering = "-created_at"
+
+
+class ModelUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "model_unavailable"
+
+
+class MLStatusView(APIView):
+    permission_classes = [IsStaffOrReadOnly]
+
+    @extend_schema(responses=MLStatusSerializer, summary="Model, queues, last cycle, thresholds")
+    def get(self, request):
+        return Response(MLStatusSerializer(ml_status()).data)
+
+
+class GenerateSignalView(APIView):
+    """Predict one market now on the gpu queue and return its signal."""
+
+    permission_classes = [IsStaffOrReadOnly]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "generate_signal"
+
+    @extend_schema(
+        request=GenerateSignalRequestSerializer,
+        responses={
+            200: SignalWithPredictionSerializer,
+            202: TaskStatusSerializer,
+            400: OpenApiResponse(description="unknown symbol or exchange, named in the message"),
+            403: MESSAGE,
+            429: MESSAGE,
+            503: MESSAGE,
+        },
+        summary="Generate a signal for one market now",
+    )
+    def post(self, request):
+        serializer = GenerateSignalRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        market: Market = serializer.validated_data["market"]
+        config = MLConfig.load()
+        path = checkpoint_path(config)
+        if not path.exists():
+            raise ModelUnavailable(
+                f"no model can be loaded: no checkpoint at {path} "
+                "(run manage.py train_model, or set the model path in the ML configuration)"
+            )
+        result = current_app.send_task(GENERATE_SIGNAL_TASK, kwargs={"market_id": market.pk})
+        cache.set(_TASK_KEY.format(result.id), market.pk, timeout=settings.CELERY_RESULT_EXPIRES)
+        try:
+            result.get(timeout=GENERATE_SIGNAL_WAIT, propagate=False, disable_sync_subtasks=False)
+        except TaskTimeout:
+            pass  # answered below with 202 and the task URL
+        body, code = task_answer(request, result)
+        return Response(body, status=code)
+
+
+def task_answer(request, result: AsyncResult) -> tuple[dict, int]:
+    """The response for a generate-signal task: its signal when done, else where to poll."""
+    url = request.build_absolute_uri(reverse("ml-task", args=[result.id]))
+    if not result.ready():
+        detail = "still running on the gpu queue: poll the url"
+        return {"task_id": result.id, "state": result.state, "url": url, "detail": detail}, 202
+    if result.failed():
+        raise ModelUnavailable(f"signal generation failed: {result.result!r}")
+    outcome = result.result or {}
+    if outcome.get("error"):
+        raise ModelUnavailable(outcome["error"])
+    signal = Signal.objects.select_related("market", "prediction__market").get(
+        pk=outcome["signal_id"]
+    )
+    body = SignalWithPredictionSerializer(signal).data
+    return body, 200
+
+
+class TaskView(APIView):
+    permission_classes = [IsStaffOrReadOnly]
+
+    @extend_schema(
+        responses={200: SignalWithPredictionSerializer, 202: TaskStatusSerializer, 404: MESSAGE},
+        summary="Poll a generate-signal task",
+    )
+    def get(self, request, task_id: str):
+        if cache.get(_TASK_KEY.format(task_id)) is None:
+            raise NotFound(f"no generate-signal task {task_id} (unknown or older than an hour)")
+        body, code = task_answer(request, AsyncResult(task_id, app=current_app))
+        return Response(body, status=code)
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("symbol", str, OpenApiParameter.PATH, description="BTCUSDT")],
+    responses={200: PredictionSerializer(many=True), 404: MESSAGE},
+    summary="A market's predictions, newest first",
+)
+class PredictionListView(generics.ListAPIView):
+    permission_classes = [IsStaffOrReadOnly]
+    serializer_class = PredictionSerializer
+    filterset_class = PredictionFilter
+    pagination_class = NewestFirst
+
+    queryset = Prediction.objects.none()  # the schema's model; requests get get_queryset()
+
+    def get_queryset(self):
+        symbol = self.kwargs["symbol"]
+        if not Market.objects.filter(symbol=symbol).exists():
+            raise NotFound(f"unknown symbol '{symbol}'")
+        return Prediction.objects.filter(market__symbol=symbol).select_related(
+            "market", "model_version"
+        )
+
+
+class SignalViewSet(viewsets.ReadOnlyModelViewSet):
+    """Signals, newest first; filter by symbol, exchange, type, status, model version, time."""
+
+    permission_classes = [IsStaffOrReadOnly]
+    serializer_class = SignalSerializer
+    filterset_class = SignalFilter
+    pagination_class = NewestCreatedFirst
+    queryset = Signal.objects.select_related("market")
