@@ -50,7 +50,7 @@ def _model(config: MLConfig) -> dict:
     if loaded:
         detail = f"loaded by gpu worker pid {report.get('pid')}"
     else:
-        detail = report.get("detail") or "no gpu worker has loaded the model yet"
+        detail = report.get("error") or report.get("detail") or "the gpu worker has no model"
     return {
         "loaded": loaded,
         "checkpoint": str(path),

@@ -1,8 +1,12 @@
 """API shapes of signals_app: predictions, signals, the ML status and metrics, generate-signal."""
 
+from datetime import timedelta
+
 from rest_framework import serializers
 
 from signals_app.models import Market, ModelVersion, Prediction, Signal
+
+MAX_METRICS_WINDOW = timedelta(days=90)
 
 
 class ModelVersionBriefSerializer(serializers.ModelSerializer):
@@ -38,8 +42,13 @@ class SignalSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
-class SignalWithPredictionSerializer(SignalSerializer):
+class GeneratedSignalSerializer(serializers.Serializer):
+    signal = SignalSerializer(allow_null=True)
     prediction = PredictionSerializer()
+    cached = serializers.BooleanField(help_text="the stored prediction of that candle was reused")
+    warnings = serializers.ListField(
+        child=serializers.CharField(), help_text="sync or model problems that did not stop it"
+    )
 
 
 class GenerateSignalRequestSerializer(serializers.Serializer):
@@ -77,7 +86,6 @@ class TaskStatusSerializer(serializers.Serializer):
     state = serializers.CharField(help_text="PENDING, STARTED, SUCCESS or FAILURE")
     url = serializers.CharField(help_text="poll this until state is SUCCESS or FAILURE")
     detail = serializers.CharField(required=False)
-    signal = SignalWithPredictionSerializer(required=False)
 
 
 class QueueSerializer(serializers.Serializer):
@@ -128,3 +136,45 @@ class MLStatusSerializer(serializers.Serializer):
         help_text="markets served from the prediction cache / markets served, last hour",
     )
     thresholds = ThresholdsSerializer()
+
+
+class MetricsQuerySerializer(serializers.Serializer):
+    window = serializers.RegexField(
+        r"^[1-9]\d*[mhd]$", default="24h", help_text="how far back: 15m, 1h, 24h, 7d (up to 90d)",
+        error_messages={"invalid": "window must look like 15m, 1h, 24h or 7d"},
+    )  # fmt: skip
+
+    def validate_window(self, value: str) -> timedelta:
+        amount, unit = int(value[:-1]), value[-1]
+        window = timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
+        if window > MAX_METRICS_WINDOW:
+            raise serializers.ValidationError(f"window {value} is longer than 90d")
+        return window
+
+
+class ShareSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    share = serializers.FloatField(allow_null=True)
+
+
+class DistributionSerializer(serializers.Serializer):
+    LONG = ShareSerializer()
+    SHORT = ShareSerializer()
+    NEUTRAL = ShareSerializer()
+
+
+class MetricsSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    signals_generated = serializers.IntegerField()
+    distribution = DistributionSerializer()
+    signals_accepted = serializers.IntegerField(help_text="passed the thresholds, sent to trading")
+    signals_executed = serializers.IntegerField(help_text="at least one order was created")
+    avg_generation_ms = serializers.FloatField(allow_null=True)
+    orders_attempted = serializers.IntegerField()
+    orders_created = serializers.IntegerField()
+    order_success_rate = serializers.FloatField(
+        allow_null=True, help_text="orders created / attempted; null when none was attempted"
+    )
+    cycles = serializers.IntegerField()
+    cycles_failed = serializers.IntegerField()

@@ -6,6 +6,7 @@ from celery.result import AsyncResult
 from django.conf import settings
 from django.core.cache import cache
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status, viewsets
@@ -20,12 +21,15 @@ from signals_app.ml_status import ml_status
 from signals_app.models import Market, MLConfig, Prediction, Signal
 from signals_app.permissions import IsStaffOrReadOnly
 from signals_app.predictor import checkpoint_path
+from signals_app.selectors import signal_metrics
 from signals_app.serializers import (
+    GeneratedSignalSerializer,
     GenerateSignalRequestSerializer,
+    MetricsQuerySerializer,
+    MetricsSerializer,
     MLStatusSerializer,
     PredictionSerializer,
     SignalSerializer,
-    SignalWithPredictionSerializer,
     TaskStatusSerializer,
 )
 
@@ -63,6 +67,22 @@ class MLStatusView(APIView):
         return Response(MLStatusSerializer(ml_status()).data)
 
 
+class MetricsView(APIView):
+    permission_classes = [IsStaffOrReadOnly]
+
+    @extend_schema(
+        parameters=[MetricsQuerySerializer],
+        responses={200: MetricsSerializer, 400: MESSAGE},
+        summary="Signals generated, type distribution, generation time, order success rate",
+    )
+    def get(self, request):
+        query = MetricsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        until = timezone.now()
+        metrics = signal_metrics(since=until - query.validated_data["window"], until=until)
+        return Response(MetricsSerializer(metrics).data)
+
+
 class GenerateSignalView(APIView):
     """Predict one market now on the gpu queue and return its signal."""
 
@@ -73,7 +93,7 @@ class GenerateSignalView(APIView):
     @extend_schema(
         request=GenerateSignalRequestSerializer,
         responses={
-            200: SignalWithPredictionSerializer,
+            200: GeneratedSignalSerializer,
             202: TaskStatusSerializer,
             400: OpenApiResponse(description="unknown symbol or exchange, named in the message"),
             403: MESSAGE,
@@ -93,7 +113,9 @@ class GenerateSignalView(APIView):
                 f"no model can be loaded: no checkpoint at {path} "
                 "(run manage.py train_model, or set the model path in the ML configuration)"
             )
-        result = current_app.send_task(GENERATE_SIGNAL_TASK, kwargs={"market_id": market.pk})
+        result = current_app.send_task(
+            GENERATE_SIGNAL_TASK, kwargs={"symbol": market.symbol, "exchange": market.exchange}
+        )
         cache.set(_TASK_KEY.format(result.id), market.pk, timeout=settings.CELERY_RESULT_EXPIRES)
         try:
             result.get(timeout=GENERATE_SIGNAL_WAIT, propagate=False, disable_sync_subtasks=False)
@@ -111,13 +133,19 @@ def task_answer(request, result: AsyncResult) -> tuple[dict, int]:
         return {"task_id": result.id, "state": result.state, "url": url, "detail": detail}, 202
     if result.failed():
         raise ModelUnavailable(f"signal generation failed: {result.result!r}")
-    outcome = result.result or {}
+    outcome = result.result
     if outcome.get("error"):
         raise ModelUnavailable(outcome["error"])
-    signal = Signal.objects.select_related("market", "prediction__market").get(
-        pk=outcome["signal_id"]
+    prediction = Prediction.objects.select_related("market", "model_version").get(
+        pk=outcome["prediction"]["id"]
     )
-    body = SignalWithPredictionSerializer(signal).data
+    signal = Signal.objects.select_related("market").filter(prediction=prediction).first()
+    body = {
+        "signal": SignalSerializer(signal).data if signal else None,
+        "prediction": PredictionSerializer(prediction).data,
+        "cached": outcome["cached"],
+        "warnings": outcome["errors"],
+    }
     return body, 200
 
 
@@ -125,7 +153,7 @@ class TaskView(APIView):
     permission_classes = [IsStaffOrReadOnly]
 
     @extend_schema(
-        responses={200: SignalWithPredictionSerializer, 202: TaskStatusSerializer, 404: MESSAGE},
+        responses={200: GeneratedSignalSerializer, 202: TaskStatusSerializer, 404: MESSAGE},
         summary="Poll a generate-signal task",
     )
     def get(self, request, task_id: str):

@@ -300,3 +300,44 @@ def test_generate_signal_is_throttled(staff_client):
     assert codes[30] == 429
     response = staff_client.post("/api/v1/ml/generate-signal", {"symbol": "X"}, format="json")
     assert "throttled" in response.json()["detail"].lower()
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_over_a_window():
+    market, version = make_market(), make_version()
+    now = datetime.now(UTC)
+    recent = [make_prediction(market, version, T0 + i * QUARTER) for i in range(4)]
+    make_signal(recent[0], orders_attempted=2, orders_created=1, status=Signal.Status.EXECUTED)
+    make_signal(recent[1], type_="SHORT", orders_attempted=2, orders_created=2)
+    make_signal(recent[2], type_="NEUTRAL", status=Signal.Status.REJECTED)
+    old = make_signal(recent[3], orders_attempted=5)
+    Signal.objects.filter(pk=old.pk).update(created_at=now - timedelta(hours=3))
+    client = APIClient()
+    body = client.get("/api/v1/ml/metrics", {"window": "2h"}).json()
+    assert body["signals_generated"] == 3
+    assert body["distribution"]["LONG"] == {"count": 1, "share": pytest.approx(1 / 3)}
+    assert body["distribution"]["NEUTRAL"]["count"] == 1
+    assert body["orders_attempted"] == 4
+    assert body["order_success_rate"] == pytest.approx(3 / 4)
+    assert body["avg_generation_ms"] == pytest.approx(12.5)
+    wide = client.get("/api/v1/ml/metrics", {"window": "1d"}).json()
+    assert wide["signals_generated"] == 4
+    assert wide["order_success_rate"] == pytest.approx(3 / 9)
+    default = client.get("/api/v1/ml/metrics").json()
+    assert default == {**wide, "since": default["since"], "until": default["until"]}
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ("yesterday", "window must look like 15m, 1h, 24h or 7d"),
+        ("0h", "window must look like 15m, 1h, 24h or 7d"),
+        ("91d", "window 91d is longer than 90d"),
+    ],
+)
+def test_metrics_rejects_a_bad_window(window, message):
+    response = APIClient().get("/api/v1/ml/metrics", {"window": window})
+    assert response.status_code == 400
+    assert response.json() == {"window": [message]}
