@@ -242,21 +242,17 @@ def _momentum(m: _Market, out: _Columns) -> None:
     s = m.series
     h, l, c = m.high, m.low, m.close  # noqa: E741
     for n in RSI_WINDOWS:
-        rsi = ta.momentum.RSIIndicator(s["close"], window=n).rsi().to_numpy()
-        out.add(f"rsi_{n}", rsi, lookback=1 + _wilder_lb(n), neutral=50.0)
+        out.add(f"rsi_{n}", ind.rsi(c, n), lookback=1 + _wilder_lb(n), neutral=50.0)
     for n in STOCH_WINDOWS:
-        stoch = ta.momentum.StochasticOscillator(
-            s["high"], s["low"], s["close"], window=n, smooth_window=3
-        )
-        out.add(f"stoch_k_{n}", stoch.stoch().to_numpy(), lookback=n - 1, neutral=50.0)
-        out.add(f"stoch_d_{n}", stoch.stoch_signal().to_numpy(), lookback=n + 1, neutral=50.0)
-    stoch_rsi = ta.momentum.StochRSIIndicator(s["close"], window=14, smooth1=3, smooth2=3)
+        k, d = ind.stochastic(h, l, c, n, 3)
+        out.add(f"stoch_k_{n}", k, lookback=n - 1, neutral=50.0)
+        out.add(f"stoch_d_{n}", d, lookback=n + 1, neutral=50.0)
+    k, d = ind.stoch_rsi(c, 14, 3, 3)
     rsi_lb = 1 + _wilder_lb(14) + 13
-    out.add("stochrsi_k_14", stoch_rsi.stochrsi_k().to_numpy(), lookback=rsi_lb + 2, neutral=0.5)
-    out.add("stochrsi_d_14", stoch_rsi.stochrsi_d().to_numpy(), lookback=rsi_lb + 4, neutral=0.5)
+    out.add("stochrsi_k_14", k, lookback=rsi_lb + 2, neutral=0.5)
+    out.add("stochrsi_d_14", d, lookback=rsi_lb + 4, neutral=0.5)
     for n in WILLIAMS_WINDOWS:
-        wr = ta.momentum.WilliamsRIndicator(s["high"], s["low"], s["close"], lbp=n).williams_r()
-        out.add(f"williams_r_{n}", wr.to_numpy(), lookback=n - 1, neutral=-50.0)
+        out.add(f"williams_r_{n}", ind.williams_r(h, l, c, n), lookback=n - 1, neutral=-50.0)
     for fast, slow, sign in MACD_SETTINGS:
         macd = ta.trend.MACD(s["close"], window_slow=slow, window_fast=fast, window_sign=sign)
         lb = _ema_lb(slow)
@@ -268,10 +264,8 @@ def _momentum(m: _Market, out: _Columns) -> None:
         out.add(f"macd_hist_{tag}", macd.macd_diff().to_numpy() / c, lookback=lb + _ema_lb(sign))
     tsi = ta.momentum.TSIIndicator(s["close"], window_slow=25, window_fast=13).tsi().to_numpy()
     out.add("tsi_25_13", tsi, lookback=1 + _ema_lb(25) + _ema_lb(13))
-    uo = ta.momentum.UltimateOscillator(
-        s["high"], s["low"], s["close"], window1=7, window2=14, window3=28
-    )
-    out.add("ultimate_osc", uo.ultimate_oscillator().to_numpy(), lookback=28, neutral=50.0)
+    uo = ind.ultimate_oscillator(h, l, c, (7, 14, 28))
+    out.add("ultimate_osc", uo, lookback=28, neutral=50.0)
     for n in CCI_WINDOWS:
         out.add(f"cci_{n}", ind.cci(h, l, c, n), lookback=n - 1)
     median = (h + l) / 2.0

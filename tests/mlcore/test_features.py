@@ -87,11 +87,13 @@ def test_output_frame_shape_and_masking(btc_slice):
     assert np.isfinite(values[WARMUP:]).all()
 
 
-def test_each_feature_is_finite_from_its_own_lookback_on_real_data(btc_raw):
+@pytest.mark.parametrize("name", ["BTC_USDT-15m.csv", "ETH_USDT-15m.csv", "ETH_USDT-5m.csv"])
+def test_each_feature_is_finite_from_its_own_lookback_on_real_data(shared_data, name):
     # Before the neutral fill: on real candles no value should need it.
-    for name in FEATURE_NAMES:
-        values = btc_raw[name][FEATURE_LOOKBACK[name] :]
-        assert np.isfinite(values).all(), name
+    raw = _compute_columns(load_csv(shared_data / "ohlcv" / name)).values
+    for feature in FEATURE_NAMES:
+        values = raw[feature][FEATURE_LOOKBACK[feature] :]
+        assert np.isfinite(values).all(), feature
 
 
 def test_zero_volume_and_flat_stretches_stay_finite(shared_data):
@@ -203,7 +205,7 @@ def test_calendar_features():
 
 # --- our indicators against ta, on real candles --------------------------------------------------
 
-SETTLED = 400  # rows after which Wilder/EMA start differences between us and ta are < 1e-12
+SETTLED = 1000  # rows after which Wilder/EMA start differences between us and ta are < 1e-12
 
 
 def _series(df: pd.DataFrame) -> dict[str, pd.Series]:
@@ -320,3 +322,19 @@ def test_ichimoku_cloud_is_the_one_drawn_at_t(btc_slice, btc_raw):
     start = 52 + 26
     _assert_matches(btc_raw["ichi_span_a_dist"], np.log(c / span_a), start=start)
     _assert_matches(btc_raw["ichi_span_b_dist"], np.log(c / span_b), start=start)
+
+
+def test_oscillators_match_ta(btc_slice, btc_raw):
+    s = _series(btc_slice)
+    h, l, c = s["high"], s["low"], s["close"]  # noqa: E741
+    for n in (6, 14, 28):
+        _assert_matches(btc_raw[f"rsi_{n}"], ta.momentum.rsi(c, window=n))
+    stoch = ta.momentum.StochasticOscillator(h, l, c, window=14, smooth_window=3)
+    _assert_matches(btc_raw["stoch_k_14"], stoch.stoch(), start=14)
+    _assert_matches(btc_raw["stoch_d_14"], stoch.stoch_signal(), start=16)
+    _assert_matches(btc_raw["williams_r_21"], ta.momentum.williams_r(h, l, c, lbp=21), start=21)
+    stoch_rsi = ta.momentum.StochRSIIndicator(c, window=14, smooth1=3, smooth2=3)
+    _assert_matches(btc_raw["stochrsi_k_14"], stoch_rsi.stochrsi_k())
+    _assert_matches(btc_raw["stochrsi_d_14"], stoch_rsi.stochrsi_d())
+    uo = ta.momentum.ultimate_oscillator(h, l, c, window1=7, window2=14, window3=28)
+    _assert_matches(btc_raw["ultimate_osc"], uo, start=29)
