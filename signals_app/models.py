@@ -149,13 +149,15 @@ class Prediction(models.Model):
         ModelVersion, on_delete=models.PROTECT, related_name="predictions"
     )
     close = models.FloatField(help_text="close of that candle, the reference price")
-    returns = models.JSONField(help_text="horizon (candles) -> predicted log return")
+    returns = models.JSONField(help_text="horizon (candles) -> predicted simple return")
     probabilities = models.JSONField(help_text="horizon -> [down, flat, up]")
     risk = models.JSONField(help_text="name -> predicted max drawdown / rally")
     direction = models.CharField(max_length=8)
     confidence = models.FloatField()
     strength = models.FloatField()
-    latency_ms = models.FloatField(help_text="features + inference time per market")
+    latency_ms = models.FloatField(
+        help_text="generation time: batch start to the model's answer, ms"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -201,6 +203,9 @@ class Signal(models.Model):
     expires_at = models.DateTimeField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW)
     rejection_reason = models.CharField(max_length=200, blank=True)
+    handed_at = models.DateTimeField(
+        null=True, blank=True, help_text="when sent to trading (ACCEPTED signals only)"
+    )
     orders_attempted = models.PositiveIntegerField(default=0, help_text="written by trading")
     orders_created = models.PositiveIntegerField(default=0, help_text="written by trading")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -232,12 +237,16 @@ class CycleRun(models.Model):
         FAILED = "FAILED", "failed"
 
     started_at = models.DateTimeField()
+    candle_time = models.DateTimeField(
+        null=True, blank=True, help_text="newest closed candle at the cycle's clock"
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
     reason = models.CharField(max_length=500, blank=True, help_text="why skipped or failed")
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    device = models.CharField(max_length=16, blank=True, help_text="where the model ran")
     markets = models.PositiveIntegerField(default=0, help_text="enabled markets")
     markets_new = models.PositiveIntegerField(default=0, help_text="with a new closed candle")
     candles_stored = models.PositiveIntegerField(default=0)

@@ -1,0 +1,1 @@
+"""signals_app business logic: plain functions with keyword-only arguments."""

@@ -1,0 +1,59 @@
+"""signals_app's Celery tasks: thin wrappers over the services. Queues come from the routes in
+botai/celery.py (run_cycle -> default; predict_batch, generate_signal, model_status -> gpu)."""
+
+from datetime import datetime
+
+from celery import shared_task
+from django.utils.dateparse import parse_datetime
+
+
+def _instant(value: str | None) -> datetime | None:
+    return parse_datetime(value) if value else None
+
+
+@shared_task(acks_late=True)
+def run_cycle(now: str | None = None) -> dict:
+    """Beat, every minute. Idempotent: the batches it sends skip what is already predicted."""
+    from signals_app.services.cycle import cycle_run
+
+    def dispatch(market_ids: list[int], candle_time: datetime, cycle_run_id: int, index: int):
+        predict_batch.delay(market_ids, candle_time.isoformat(), cycle_run_id, index)
+
+    run = cycle_run(now=_instant(now), dispatch=dispatch)
+    return {
+        "cycle_run": run.pk,
+        "status": run.status,
+        "reason": run.reason,
+        "markets_new": run.markets_new,
+        "batches": run.batches,
+    }
+
+
+@shared_task(acks_late=True)
+def predict_batch(
+    market_ids: list[int], candle_time: str, cycle_run_id: int | None = None, batch_index: int = 0
+) -> dict:
+    """gpu queue: one batched forward pass for these markets (idempotent, see predictions_run)."""
+    from signals_app.services.cycle import cycle_record_batch
+    from signals_app.services.predictions import predictions_run
+
+    report = predictions_run(market_ids=market_ids, candle_time=_instant(candle_time))
+    if cycle_run_id is not None:
+        cycle_record_batch(cycle_run_id=cycle_run_id, batch_index=batch_index, report=report)
+    return report.as_dict()
+
+
+@shared_task(acks_late=True)
+def generate_signal(symbol: str, exchange: str = "bybit") -> dict:
+    """gpu queue, for the API: the signal and prediction for one market's newest closed candle."""
+    from signals_app.services.generate import signal_generate
+
+    return signal_generate(symbol=symbol, exchange=exchange)
+
+
+@shared_task
+def model_status() -> dict:
+    """gpu queue: what the answering worker process has loaded (loading it if needed)."""
+    from signals_app.services.generate import model_status_report
+
+    return model_status_report()
