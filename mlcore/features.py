@@ -92,6 +92,9 @@ def _ema_lb(span: int) -> int:
     return ema_settle(span_alpha(span))
 
 
+ATR_LB = _wilder_lb(NORM_ATR)
+
+
 @dataclass
 class _Columns:
     """Features in the order they are added, each with its first valid row and neutral value."""
@@ -121,19 +124,13 @@ class _Market:
     log_close: np.ndarray = field(init=False)
     ret: np.ndarray = field(init=False)  # one-candle log return, NaN on the first row
     atr: np.ndarray = field(init=False)  # ATR(NORM_ATR)
-    series: dict[str, pd.Series] = field(init=False)  # the same columns as Series, for ta
+    series: dict[str, pd.Series] = field(init=False)  # high, low, close as Series, for ta
 
     def __post_init__(self) -> None:
         self.log_close = np.log(self.close)
         self.ret = self.log_close - ind.shift(self.log_close)
         self.atr = ind.atr(self.high, self.low, self.close, NORM_ATR)
-        self.series = {
-            name: pd.Series(getattr(self, name))
-            for name in ("open", "high", "low", "close", "volume")
-        }
-
-
-ATR_LB = _wilder_lb(NORM_ATR)
+        self.series = {name: pd.Series(getattr(self, name)) for name in ("high", "low", "close")}
 
 
 def _returns(m: _Market, out: _Columns) -> None:
