@@ -1,0 +1,182 @@
+"""Admin for trading_app: traders and accounts are edited here; decisions, orders, positions and
+equity are read. Exchange secrets are write-only: the form takes new values, nothing shows them."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from trading_app.models import (
+    Balance,
+    EquitySnapshot,
+    ExchangeAccount,
+    Order,
+    Position,
+    TradeDecision,
+    Trader,
+)
+
+
+class ExchangeAccountForm(forms.ModelForm):
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="stored encrypted; leave blank to keep the stored one",
+    )
+    secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="stored encrypted; leave blank to keep the stored one",
+    )
+    password = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="passphrase, for exchanges that need one",
+    )
+
+    class Meta:
+        model = ExchangeAccount
+        fields = [
+            "name", "exchange", "mode", "api_key_env", "secret_env", "password_env", "options",
+            "client_id_prefix", "quote_currency", "paper_initial_balance",
+            "paper_slippage_percentage", "paper_fee_percentage",
+        ]  # fmt: skip
+
+    def save(self, commit=True):
+        account = super().save(commit=False)
+        data = self.cleaned_data
+        if data.get("api_key") or data.get("secret"):
+            account.set_credentials(
+                api_key=data.get("api_key", ""),
+                secret=data.get("secret", ""),
+                password=data.get("password", ""),
+            )
+        if commit:
+            account.save()
+        return account
+
+
+@admin.register(ExchangeAccount)
+class ExchangeAccountAdmin(admin.ModelAdmin):
+    form = ExchangeAccountForm
+    list_display = ["name", "exchange", "mode", "credentials_source", "quote_currency"]
+    list_filter = ["mode", "exchange"]
+
+    @admin.display(description="credentials")
+    def credentials_source(self, account: ExchangeAccount) -> str:
+        if account.api_key_env:
+            return f"env {account.api_key_env}"
+        return "stored encrypted" if account.has_stored_credentials else "none"
+
+
+@admin.register(Trader)
+class TraderAdmin(admin.ModelAdmin):
+    list_display = [
+        "name", "enabled", "is_halted", "account", "per_trade_percentage", "max_positions",
+        "stop_loss_percentage", "take_profit_percentage", "max_drawdown_percentage",
+        "realized_pnl",
+    ]  # fmt: skip
+    list_filter = ["enabled", "is_halted", "account"]
+    search_fields = ["name"]
+    filter_horizontal = ["markets"]
+    readonly_fields = ["realized_pnl", "peak_equity", "halted_at", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "enabled", "type", "account", "markets"]}),
+        (
+            "Strategy and indicators",
+            {
+                "fields": [
+                    "strategy",
+                    "signal_interval_seconds",
+                    "rsi_period",
+                    "rsi_oversold",
+                    "rsi_overbought",
+                    "ema_short",
+                    "ema_long",
+                ]
+            },
+        ),  # fmt: skip
+        ("Capital", {"fields": ["initial_capital", "per_trade_percentage", "max_positions"]}),
+        (
+            "Risk management",
+            {
+                "fields": [
+                    "stop_loss_percentage",
+                    "take_profit_percentage",
+                    "max_drawdown_percentage",
+                ]
+            },
+        ),  # fmt: skip
+        (
+            "State",
+            {
+                "fields": [
+                    "is_halted",
+                    "halted_reason",
+                    "halted_at",
+                    "realized_pnl",
+                    "peak_equity",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),  # fmt: skip
+    ]
+    actions = ["resume"]
+
+    @admin.action(description="Resume after a drawdown halt (the peak restarts at current equity)")
+    def resume(self, request, queryset):
+        from trading_app.services.traders import trader_resume
+
+        for trader in queryset.filter(is_halted=True):
+            trader_resume(trader=trader, at=timezone.now())
+        self.message_user(request, "traders resumed", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the engine writes: browsable, never edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TradeDecision)
+class TradeDecisionAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "trader", "market", "action", "outcome", "final_score"]
+    list_filter = ["outcome", "action", "trader"]
+    list_select_related = ["trader", "market"]
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = [
+        "client_order_id", "trader", "market", "purpose", "side", "amount", "average_price",
+        "status", "status_reason", "created_at",
+    ]  # fmt: skip
+    list_filter = ["status", "purpose", "trader"]
+    search_fields = ["client_order_id", "exchange_order_id"]
+    list_select_related = ["trader", "market"]
+
+
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "trader", "market", "side", "status", "amount", "entry_price", "stop_loss",
+        "take_profit", "exit_price", "realized_pnl", "unrealized_pnl", "close_reason",
+        "opened_at", "closed_at",
+    ]  # fmt: skip
+    list_filter = ["status", "side", "close_reason", "trader"]
+    list_select_related = ["trader", "market"]
+
+
+@admin.register(EquitySnapshot)
+class EquitySnapshotAdmin(ReadOnlyAdmin):
+    list_display = ["trader", "time", "equity", "peak_equity", "drawdown_percentage"]
+    list_filter = ["trader"]
+
+
+@admin.register(Balance)
+class BalanceAdmin(ReadOnlyAdmin):
+    list_display = ["account", "asset", "free", "used", "updated_at"]
