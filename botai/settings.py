@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served locally: /api/docs/ works offline
     "django_celery_beat",
     "botai",
     "signals_app",
@@ -185,6 +186,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "PatchTST trading signals, orders and positions",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # ---------------------------------------------------------------- logging
