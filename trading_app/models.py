@@ -209,9 +209,13 @@ def trader_settings_errors(values: dict) -> dict[str, str]:
     """Field -> message for every invalid trader setting (shared by clean() and load_traders)."""
     errors: dict[str, str] = {}
 
+    def num(field: str) -> str:
+        value = values[field]
+        return format(value.normalize(), "f") if isinstance(value, Decimal) else f"{value:g}"
+
     def check(field: str, ok: bool, message: str) -> None:
         if field not in errors and not ok:
-            errors[field] = f"{message} (got {values[field]})"
+            errors[field] = f"{message} (got {num(field)})"
 
     check("signal_interval_seconds", values["signal_interval_seconds"] >= 1, "must be >= 1 s")
     check("rsi_period", values["rsi_period"] >= 2, "RSI period must be at least 2")
@@ -222,13 +226,13 @@ def trader_settings_errors(values: dict) -> dict[str, str]:
     check(
         "rsi_overbought",
         values["rsi_oversold"] < values["rsi_overbought"],
-        f"RSI overbought must be above oversold ({values['rsi_oversold']})",
+        f"RSI overbought must be above oversold ({num('rsi_oversold')})",
     )
     check("ema_short", values["ema_short"] >= 1, "EMA short period must be at least 1")
     check(
         "ema_long",
         values["ema_short"] < values["ema_long"],
-        f"EMA long period must be longer than the short one ({values['ema_short']})",
+        f"EMA long period must be longer than the short one ({num('ema_short')})",
     )
     check("initial_capital", values["initial_capital"] > 0, "initial capital must be positive")
     check(
@@ -245,7 +249,7 @@ def trader_settings_errors(values: dict) -> dict[str, str]:
     check(
         "take_profit_percentage",
         values["take_profit_percentage"] > values["stop_loss_percentage"],
-        f"take profit must be above the stop loss ({values['stop_loss_percentage']}%)",
+        f"take profit must be above the stop loss ({num('stop_loss_percentage')}%)",
     )
     check(
         "max_drawdown_percentage",

@@ -28,6 +28,11 @@ class LotRules:
     min_notional: Decimal | None = None
 
 
+def plain(value: Decimal | None) -> str:
+    """A Decimal without the trailing zeros the database's 12 decimal places add."""
+    return "none" if value is None else format(value.normalize(), "f")
+
+
 def round_to_step(value: Decimal, step: Decimal | None, *, rounding: str = ROUND_DOWN) -> Decimal:
     """`value` as a multiple of `step` (rounded down by default: never more than asked)."""
     if not step:
@@ -77,13 +82,13 @@ def position_amount(
     if amount <= 0:
         raise Rejection(
             f"size {notional:.2f} ({per_trade_percentage}% of equity {equity:.2f}) is below one "
-            f"amount step {lot.amount_step} at price {price}"
+            f"amount step {plain(lot.amount_step)} at price {plain(price)}"
         )
     if lot.min_amount is not None and amount < lot.min_amount:
-        raise Rejection(f"amount {amount} below the market minimum {lot.min_amount}")
+        raise Rejection(f"amount {plain(amount)} below the market minimum {plain(lot.min_amount)}")
     if lot.min_notional is not None and amount * price < lot.min_notional:
         raise Rejection(
-            f"notional {amount * price:.2f} below the market minimum {lot.min_notional}"
+            f"notional {amount * price:.2f} below the market minimum {plain(lot.min_notional)}"
         )
     return amount
 

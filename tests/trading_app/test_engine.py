@@ -1,13 +1,14 @@
 """The trading engine against the real database: routing, the one-position rule, reversals,
 idempotent redelivery and what is written back to signals."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from signals_app.models import Signal
 from tests.trading_app import factories as f
-from trading_app.models import Order, Position, TradeDecision
+from trading_app.models import Balance, Order, Position, TradeDecision
 from trading_app.services.engine import signals_process
 
 pytestmark = pytest.mark.django_db
@@ -52,3 +53,136 @@ def test_long_signal_becomes_filled_paper_order_and_open_position(btc, account):
     decision = TradeDecision.objects.get()
     assert decision.outcome == TradeDecision.Outcome.ORDERED
     assert any("RSI(14)" in r for r in decision.reasons)
+
+
+def test_paper_balance_moves_by_margin_and_fee(btc, account):
+    f.trader(account, [btc])
+    signals_process(signal_ids=[f.signal(btc).pk])
+    order = Order.objects.get()
+    balance = Balance.objects.get(account=account)
+    notional = order.amount * order.average_price
+    assert balance.used == notional
+    assert balance.free == Decimal("10000") - notional - order.fee
+
+
+def test_neutral_expired_and_unaccepted_signals_are_ignored(btc, account):
+    f.trader(account, [btc])
+    ignored = [
+        f.signal(btc, type="NEUTRAL", candle_time=f.T0),
+        f.signal(btc, candle_time=f.T0 + f.STEP, expires_in=-timedelta(minutes=1)),
+        f.signal(btc, candle_time=f.T0 + 2 * f.STEP, status=Signal.Status.REJECTED),
+    ]
+    result = signals_process(signal_ids=[s.pk for s in ignored])
+    assert result.ignored == 3
+    assert not TradeDecision.objects.exists()
+    assert not Order.objects.exists()
+
+
+def test_routed_only_to_enabled_non_halted_subscribed_traders(btc, account):
+    eth = f.market("ETHUSDT")
+    subscribed = f.trader(account, [btc], name="subscribed")
+    f.trader(account, [btc], name="disabled", enabled=False)
+    f.trader(account, [btc], name="halted", is_halted=True, halted_reason="drawdown")
+    f.trader(account, [eth], name="other_market")
+    signals_process(signal_ids=[f.signal(btc).pk])
+    assert list(TradeDecision.objects.values_list("trader__name", flat=True)) == [subscribed.name]
+
+
+def test_same_direction_keeps_the_one_position(btc, account):
+    f.trader(account, [btc])
+    first = f.signal(btc, candle_time=f.T0)
+    second = f.signal(btc, candle_time=f.T0 + f.STEP)
+    signals_process(signal_ids=[first.pk])
+    signals_process(signal_ids=[second.pk])
+    assert Position.objects.count() == 1
+    assert Order.objects.count() == 1
+    decision = TradeDecision.objects.get(signal=second)
+    assert decision.outcome == TradeDecision.Outcome.SKIPPED
+    assert "already LONG on BTCUSDT" in decision.reasons[-1]
+
+
+def test_two_signals_for_one_market_in_one_batch_open_one_position(btc, account):
+    f.trader(account, [btc])
+    batch = [f.signal(btc, candle_time=f.T0), f.signal(btc, candle_time=f.T0 + f.STEP)]
+    signals_process(signal_ids=[s.pk for s in batch])
+    assert Position.objects.count() == 1
+
+
+def test_opposite_signal_closes_then_opens(btc, account):
+    trader = f.trader(account, [btc])
+    signals_process(signal_ids=[f.signal(btc, type="LONG", candle_time=f.T0).pk])
+    short = f.signal(btc, type="SHORT", candle_time=f.T0 + f.STEP)
+
+    result = signals_process(signal_ids=[short.pk])
+
+    assert result.orders == 2
+    close, entry = Order.objects.filter(signal=short).order_by("pk")
+    assert (close.purpose, close.side, entry.purpose, entry.side) == (
+        "CLOSE",
+        "sell",
+        "OPEN",
+        "sell",
+    )
+    assert close.client_order_id.endswith(f"-s{short.pk}-c")
+    old, new = Position.objects.order_by("pk")
+    assert old.status == Position.Status.CLOSED
+    assert old.close_reason == Position.CloseReason.SIGNAL
+    # Same close price both ways: the round trip loses the slippage on each side and both fees.
+    expected = (old.exit_price - old.entry_price) * old.amount - old.fees
+    assert old.realized_pnl == expected < 0
+    assert (new.status, new.side) == (Position.Status.OPEN, "SHORT")
+    trader.refresh_from_db()
+    assert trader.realized_pnl == old.realized_pnl
+    balance = Balance.objects.get(account=account)
+    assert balance.used == new.amount * new.entry_price
+    assert balance.free + balance.used == Decimal(10000) + old.realized_pnl - new.fees
+    short.refresh_from_db()
+    assert (short.orders_attempted, short.orders_created) == (2, 2)
+
+
+def test_redelivered_batch_changes_nothing(btc, account):
+    f.trader(account, [btc])
+    signal = f.signal(btc)
+    signals_process(signal_ids=[signal.pk])
+    before = (Order.objects.count(), Position.objects.count(), TradeDecision.objects.count())
+    balance = Balance.objects.get().free
+
+    again = signals_process(signal_ids=[signal.pk])
+
+    assert again.decisions == 0
+    assert (
+        Order.objects.count(),
+        Position.objects.count(),
+        TradeDecision.objects.count(),
+    ) == before
+    assert Balance.objects.get().free == balance
+    signal.refresh_from_db()
+    assert (signal.orders_attempted, signal.orders_created) == (1, 1)
+
+
+def test_weak_signal_vetoed_by_indicators_is_recorded_with_reasons(account):
+    market = f.market("SOLUSDT")
+    closes = [100.0]
+    for i in range(1, 120):  # a noisy uptrend: +0.5%, -0.3%, ... (RSI ~64, short EMA above long)
+        closes.append(closes[-1] * (1.005 if i % 2 else 0.997))
+    uptrend = f.calm_candles(n=120, price=100.0)
+    uptrend["close"] = closes
+    uptrend["open"] = uptrend["close"].shift(1).fillna(100.0)
+    uptrend["high"] = uptrend[["open", "close"]].max(axis=1) * 1.001
+    uptrend["low"] = uptrend[["open", "close"]].min(axis=1) * 0.999
+    f.store_candles(market, uptrend)
+    f.trader(account, [market])
+    signal = f.signal(market, type="SHORT", confidence=0.46, strength=0.21)
+
+    signals_process(signal_ids=[signal.pk])
+
+    decision = TradeDecision.objects.get()
+    assert decision.action == TradeDecision.Action.NONE
+    assert decision.outcome == TradeDecision.Outcome.SKIPPED
+    assert 60 < decision.rsi < 70
+    assert decision.ema_score == 1.0  # against the short ...
+    assert -0.2 < decision.final_score < 0  # ... so the weak model short does not pass
+    assert "below the 0.2 entry threshold for SHORT" in decision.reasons[-1]
+    assert not Order.objects.exists()
+    signal.refresh_from_db()
+    assert signal.status == Signal.Status.ACCEPTED  # nothing attempted: left as it was

@@ -8,6 +8,7 @@ error is a refusal by the exchange and permanent.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,6 +33,9 @@ CLIENT_ID_QUERY_PARAM = {"bybit": "orderLinkId"}
 # Bybit refuses fetchOrder on unified accounts unless told we know it only sees the last 500 orders.
 FETCH_ORDER_PARAMS = {"bybit": {"acknowledged": True}}
 MAX_REASON = 300
+# Exchange errors ccxt files under a permanent class that are transient in fact, matched in the
+# response body ccxt puts in the message. Bybit 10016: "System error. Please try again later."
+TRANSIENT_ERRORS = re.compile(r'"retCode"\s*:\s*"?10016\b')
 
 
 @contextlib.contextmanager
@@ -41,7 +45,10 @@ def _translated() -> Iterator[None]:
     except ccxt.OperationFailed as exc:  # NetworkError, RequestTimeout, RateLimitExceeded, ...
         raise TemporaryExchangeError(f"{type(exc).__name__}: {exc}"[:MAX_REASON]) from exc
     except ccxt.BaseError as exc:  # InsufficientFunds, InvalidOrder, AuthenticationError, ...
-        raise PermanentExchangeError(f"{type(exc).__name__}: {exc}"[:MAX_REASON]) from exc
+        reason = f"{type(exc).__name__}: {exc}"[:MAX_REASON]
+        if TRANSIENT_ERRORS.search(str(exc)):
+            raise TemporaryExchangeError(reason) from exc
+        raise PermanentExchangeError(reason) from exc
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -93,7 +100,7 @@ class CcxtExchange(ExchangeAdapter):
             with _translated():
                 self._exchange.set_sandbox_mode(True)
         if markets is not None:
-            self._exchange.set_markets(markets, currencies)
+            self.use_markets(markets, currencies)
 
     def __repr__(self) -> str:
         return f"<CcxtExchange {self.exchange_id} sandbox={self.sandbox}>"
@@ -103,6 +110,10 @@ class CcxtExchange(ExchangeAdapter):
         return bool(self._exchange.isSandboxModeEnabled)
 
     # ---------------------------------------------------------------- markets
+    def use_markets(self, markets: dict, currencies: dict | None = None) -> None:
+        """Take the exchange's market list as given (ccxt's set_markets) instead of loading it."""
+        self._exchange.set_markets(markets, currencies)
+
     def market_rules(self, symbols: list[str]) -> dict[str, MarketRules]:
         with _translated():
             markets = self._exchange.load_markets()

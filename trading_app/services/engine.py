@@ -354,9 +354,9 @@ def _plan(
     )  # fmt: skip
     plan.entry = (order, position)
     plan.reasons.append(
-        f"{side} {amount} {market.symbol} at ~{pair.price} "
+        f"{side} {risk.plain(amount)} {market.symbol} at ~{risk.plain(pair.price)} "
         f"({trader.per_trade_percentage}% of equity {book.equity:.2f}), "
-        f"SL {stop_loss} TP {take_profit}"
+        f"SL {risk.plain(stop_loss)} TP {risk.plain(take_profit)}"
     )
     return plan
 

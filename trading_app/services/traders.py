@@ -106,7 +106,7 @@ def _flatten(node: yaml.Node, prefix: str, out: dict[str, _Value], problems: lis
 
 
 def _type_name(types: tuple) -> str:
-    return " or ".join("number" if t in NUMBER and len(types) > 1 else t.__name__ for t in types)
+    return "number" if types == NUMBER else " or ".join(t.__name__ for t in types)
 
 
 def _is_slug(value: str) -> bool:

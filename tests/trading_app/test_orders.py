@@ -1,0 +1,275 @@
+"""The order manager on a TESTNET account, through the real ccxt adapter, offline: a small Bybit
+stand-in answers ccxt's HTTP requests with bodies built from ccxt's recorded Bybit responses and
+remembers the orders it accepted, so lost replies, retries and duplicates can be staged."""
+
+import copy
+import json
+import re
+from decimal import Decimal
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+import responses
+
+from signals_app.models import Signal
+from tests.trading_app import factories as f
+from trading_app.exchanges import _ccxt_adapters, adapter_for
+from trading_app.models import ExchangeAccount, Order, Position
+from trading_app.services import orders as order_manager
+from trading_app.services.engine import signals_process
+from trading_app.services.sync import positions_sync
+
+pytestmark = pytest.mark.django_db
+
+HOST = "https://api-testnet.bybit.com"
+PRICE = 50_000.0
+
+
+class Bybit:
+    """Bybit's order endpoints as far as these tests need them, from recorded bodies."""
+
+    def __init__(self, recorded: dict, mock: responses.RequestsMock):
+        self.templates = recorded["response"]["methods"]
+        self.orders: dict[str, dict] = {}  # orderLinkId -> Bybit order row
+        self.creates: list[dict] = []  # every create request body received
+        self.fail_next_create: list = []  # exceptions or error bodies, consumed in order
+        self.lose_reply = False  # accept the order but drop the HTTP reply (a timeout)
+        self.positions: list[dict] = []
+        mock.add_callback(responses.POST, f"{HOST}/v5/order/create", callback=self._create)
+        mock.add_callback(responses.GET, re.compile(f"{HOST}/v5/order/realtime.*"), self._query)
+        mock.add_callback(responses.GET, re.compile(f"{HOST}/v5/order/history.*"), self._query)
+        mock.add_callback(
+            responses.GET, re.compile(f"{HOST}/v5/account/wallet-balance.*"), self._balance
+        )
+        mock.add_callback(
+            responses.GET, re.compile(f"{HOST}/v5/position/list.*"), self._position_list
+        )
+
+    def _reply(self, body: dict):
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+    def _create(self, request):
+        body = json.loads(request.body)
+        self.creates.append(body)
+        if self.fail_next_create:
+            failure = self.fail_next_create.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return self._reply(failure)
+        link = body["orderLinkId"]
+        row = copy.deepcopy(
+            self.templates["fetchClosedOrder"][0]["httpResponse"]["result"]["list"][0]
+        )
+        row.update(
+            orderId=f"id-{link}", orderLinkId=link, symbol=body["symbol"], side=body["side"],
+            qty=body["qty"], cumExecQty=body["qty"], avgPrice=str(PRICE),
+            cumExecValue=str(float(body["qty"]) * PRICE), cumExecFee="0.5",
+            cumFeeDetail={"USDT": "0.5"}, reduceOnly=bool(body.get("reduceOnly")),
+        )  # fmt: skip
+        self.orders[link] = row
+        if self.lose_reply:
+            self.lose_reply = False
+            raise requests.exceptions.ReadTimeout("reply lost")
+        reply = copy.deepcopy(self.templates["createOrder"][1]["httpResponse"])
+        reply["result"] = {"orderId": row["orderId"], "orderLinkId": link}
+        return self._reply(reply)
+
+    def _query(self, request):
+        query = {k: v[0] for k, v in parse_qs(urlparse(request.url).query).items()}
+        rows = [
+            row for row in self.orders.values()
+            if query.get("orderLinkId") in (None, row["orderLinkId"])
+            and query.get("orderId") in (None, row["orderId"])
+        ]  # fmt: skip
+        if "/history" in request.url:
+            rows = [r for r in rows if r["orderStatus"] == "Filled"]
+        else:
+            rows = [r for r in rows if "orderId" in query or r["orderStatus"] != "Filled"]
+        body = copy.deepcopy(self.templates["fetchClosedOrder"][0]["httpResponse"])
+        body["result"]["list"] = rows
+        return self._reply(body)
+
+    def _balance(self, request):
+        return self._reply(self.templates["fetchBalance"][0]["httpResponse"])
+
+    def _position_list(self, request):
+        body = copy.deepcopy(self.templates["fetchPositions"][0]["httpResponse"])
+        body["result"]["list"] = self.positions
+        return self._reply(body)
+
+    def hold(self, *, symbol: str, side: str, size: str) -> None:
+        row = copy.deepcopy(
+            self.templates["fetchPositions"][0]["httpResponse"]["result"]["list"][0]
+        )
+        row.update(symbol=symbol, side=side, size=size, avgPrice=str(PRICE))
+        self.positions = [row]
+
+
+@pytest.fixture(scope="module")
+def recorded(shared_data):
+    folder = shared_data / "ccxt" / "bybit"
+    return {n: json.loads((folder / f"{n}.json").read_text()) for n in ("markets", "response")}
+
+
+@pytest.fixture
+def bybit(recorded):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield Bybit(recorded, mock)
+
+
+@pytest.fixture
+def setup(recorded, bybit):
+    market = f.market("BTCUSDT", ccxt_symbol="BTC/USDT:USDT", amount_step=Decimal("0.001"),
+                      min_amount=Decimal("0.001"), min_notional=None)  # fmt: skip
+    f.store_candles(market, f.calm_candles(n=120, price=PRICE))
+    account = ExchangeAccount(
+        name="bybit-testnet", exchange="bybit", mode=ExchangeAccount.Mode.TESTNET,
+        options={"enableUnifiedAccount": True, "enableUnifiedMargin": False},
+    )  # fmt: skip
+    account.set_credentials(api_key="testnet-key", secret="testnet-secret")
+    account.save()
+    _ccxt_adapters.clear()
+    adapter_for(account).use_markets(recorded["markets"])
+    trader = f.trader(account, [market], per_trade_percentage=10)  # 0.02 BTC at 50,000
+    yield trader, market
+    _ccxt_adapters.clear()
+
+
+def test_signal_to_exchange_order_then_sync_records_the_fill(setup, bybit):
+    trader, market = setup
+    signal = f.signal(market)
+
+    result = signals_process(signal_ids=[signal.pk])
+
+    assert not result.retry
+    [sent] = bybit.creates
+    order = Order.objects.get()
+    assert sent["orderLinkId"] == order.client_order_id
+    assert (sent["category"], sent["side"], sent["qty"]) == ("linear", "Buy", "0.02")
+    assert Decimal(sent["stopLoss"]) == order.stop_loss  # SL/TP attached to the entry
+    assert Decimal(sent["takeProfit"]) == order.take_profit
+    assert order.status == Order.Status.SUBMITTED  # Bybit's create reply has no state
+    assert order.exchange_order_id == f"id-{order.client_order_id}"
+    assert Position.objects.get().status == Position.Status.PENDING
+    signal.refresh_from_db()
+    assert (signal.status, signal.orders_attempted, signal.orders_created) == ("EXECUTED", 1, 1)
+
+    bybit.hold(symbol="BTCUSDT", side="Buy", size="0.02")
+    positions_sync()
+
+    order.refresh_from_db()
+    assert order.status == Order.Status.FILLED
+    assert (order.filled_amount, order.average_price, order.fee) == (
+        Decimal("0.02"), Decimal(PRICE), Decimal("0.5"),
+    )  # fmt: skip
+    position = Position.objects.get()
+    assert (position.status, position.entry_price) == (Position.Status.OPEN, Decimal(PRICE))
+    assert len(bybit.creates) == 1
+
+
+def test_lost_reply_is_found_by_client_id_and_never_placed_twice(setup, bybit):
+    trader, market = setup
+    bybit.lose_reply = True  # the exchange takes the order, the answer never arrives
+
+    result = signals_process(signal_ids=[f.signal(market).pk])
+
+    assert not result.retry
+    assert len(bybit.creates) == 1
+    order = Order.objects.get()
+    assert order.exchange_order_id == f"id-{order.client_order_id}"  # learnt from the lookup
+    assert order.status == Order.Status.FILLED  # the lookup reported it filled
+
+
+def test_timeout_before_the_exchange_retries_after_a_lookup(setup, bybit):
+    trader, market = setup
+    signal = f.signal(market)
+    bybit.fail_next_create = [requests.exceptions.ConnectTimeout("no route")]
+
+    first = signals_process(signal_ids=[signal.pk])
+
+    assert first.retry  # the task retries with backoff
+    order = Order.objects.get()
+    assert (order.status, order.attempts) == (Order.Status.SUBMITTED, 1)
+    assert "RequestTimeout" in order.status_reason
+    assert bybit.orders == {}
+
+    second = signals_process(signal_ids=[signal.pk])  # the retried task
+
+    assert not second.retry
+    assert [body["orderLinkId"] for body in bybit.creates] == [order.client_order_id] * 2
+    assert len(bybit.orders) == 1
+    order.refresh_from_db()
+    assert (order.status, order.attempts) == (Order.Status.SUBMITTED, 2)
+    assert Order.objects.count() == 1
+    signal.refresh_from_db()
+    assert (signal.orders_attempted, signal.orders_created) == (1, 1)
+
+
+def test_rate_limited_then_accepted(setup, bybit):
+    trader, market = setup
+    signal = f.signal(market)
+    bybit.fail_next_create = [
+        {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {}, "time": 1}
+    ]
+    assert signals_process(signal_ids=[signal.pk]).retry
+    assert not signals_process(signal_ids=[signal.pk]).retry
+    assert len(bybit.orders) == 1
+    assert Order.objects.get().exchange_order_id
+
+
+def test_insufficient_funds_rejects_with_the_exchange_reason(setup, bybit):
+    trader, market = setup
+    signal = f.signal(market)
+    bybit.fail_next_create = [
+        {"retCode": 110007, "retMsg": "ab not enough for new order", "result": {},
+         "retExtInfo": {}, "time": 1}
+    ]  # fmt: skip
+
+    result = signals_process(signal_ids=[signal.pk])
+
+    assert not result.retry
+    order = Order.objects.get()
+    assert order.status == Order.Status.REJECTED
+    assert "InsufficientFunds" in order.status_reason
+    assert "ab not enough for new order" in order.status_reason
+    position = Position.objects.get()
+    assert (position.status, position.close_reason) == ("CANCELED", "ENTRY_FAILED")
+    signal.refresh_from_db()
+    assert (signal.status, signal.orders_attempted, signal.orders_created) == (
+        Signal.Status.ACCEPTED, 1, 0,
+    )  # fmt: skip
+
+
+def test_gives_up_after_max_attempts(setup, bybit):
+    trader, market = setup
+    signal = f.signal(market)
+    bybit.fail_next_create = [
+        requests.exceptions.ConnectionError("down") for _ in range(order_manager.MAX_ATTEMPTS)
+    ]
+    for _ in range(order_manager.MAX_ATTEMPTS):
+        assert signals_process(signal_ids=[signal.pk]).retry
+    assert not signals_process(signal_ids=[signal.pk]).retry
+    order = Order.objects.get()
+    assert order.status == Order.Status.FAILED
+    assert f"gave up after {order_manager.MAX_ATTEMPTS} attempts" in order.status_reason
+    assert len(bybit.creates) == order_manager.MAX_ATTEMPTS
+
+
+def test_reversal_on_the_exchange_closes_before_it_opens(setup, bybit):
+    trader, market = setup
+    signals_process(signal_ids=[f.signal(market, candle_time=f.T0).pk])
+    bybit.hold(symbol="BTCUSDT", side="Buy", size="0.02")
+    positions_sync()  # the entry fills
+    assert Position.objects.get().status == Position.Status.OPEN
+    short = f.signal(market, type="SHORT", candle_time=f.T0 + f.STEP)
+
+    signals_process(signal_ids=[short.pk])
+
+    close_body, entry_body = bybit.creates[1:]
+    assert (close_body["side"], close_body.get("reduceOnly")) == ("Sell", True)
+    assert (entry_body["side"], entry_body.get("reduceOnly")) == ("Sell", None)
+    old, new = Position.objects.order_by("pk")
+    assert (old.status, old.close_reason) == (Position.Status.CLOSED, "SIGNAL")
+    assert old.realized_pnl == -old.fees  # filled at the same price: the fees are the loss
+    assert (new.side, new.status) == ("SHORT", Position.Status.PENDING)
