@@ -254,7 +254,9 @@ def candles_import(
     Every file is read and checked before anything is written; a bad row raises CandleError with
     its file and line and nothing is stored. Candles already stored are kept as they are. A market
     missing from the database is created disabled (enable it in the admin or via load_config)."""
-    until = pd.Timestamp(until) if until is not None else None
+    if until is not None:
+        until = pd.Timestamp(until)
+        until = until.tz_localize("UTC") if until.tz is None else until  # naive means UTC
     report = ImportReport()
     frames: list[tuple[str, str, pd.DataFrame]] = []
     for path in tqdm(_csv_files(paths), desc="reading", disable=not progress):

@@ -10,7 +10,7 @@ the next minute tries again.
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 from django.db import transaction
@@ -26,6 +26,8 @@ from signals_app.sources import closed_until
 
 logger = logging.getLogger(__name__)
 
+# A run whose batches have not all reported after this is closed as FAILED (a lost gpu worker).
+UNFINISHED_AFTER = timedelta(minutes=10)
 SignalCounts = {"LONG": "signals_long", "SHORT": "signals_short", "NEUTRAL": "signals_neutral"}
 # Dispatch a batch: (market_ids, candle_time, cycle_run_id, batch_index) -> None
 Dispatcher = Callable[[list[int], datetime, int, int], None]
@@ -46,8 +48,13 @@ def markets_to_predict(markets, *, model_version: ModelVersion | None) -> tuple[
     return due, len(rows) - len(due)
 
 
+def _clip(text: str) -> str:
+    limit = CycleRun._meta.get_field("reason").max_length
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _finish(run: CycleRun, *, status: str, reason: str = "") -> CycleRun:
-    run.status, run.reason, run.finished_at = status, reason, timezone.now()
+    run.status, run.reason, run.finished_at = status, _clip(reason), timezone.now()
     run.save()
     return run
 
@@ -56,6 +63,7 @@ def cycle_run(*, now: datetime | None = None, dispatch: Dispatcher) -> CycleRun:
     """One minute of the cycle. `now` is the cycle's clock: the wall clock, or a past instant
     when replaying history (which candles count as closed, which signals are stale)."""
     clock = now or timezone.now()
+    cycles_unfinished_close(older_than=timezone.now() - UNFINISHED_AFTER)
     run = CycleRun.objects.create(started_at=timezone.now())
     config = MLConfig.load()
     if not config.enabled:
@@ -127,7 +135,7 @@ def cycle_record_batch(*, cycle_run_id: int, batch_index: int, report: BatchRepo
         if report.device:
             run.device = report.device
         if report.reason:
-            run.reason = report.reason
+            run.reason = _clip(report.reason)
         if len(run.batches_done) >= run.batches:
             run.finished_at = timezone.now()
             if run.reason and not run.predictions:
@@ -141,4 +149,8 @@ def cycles_unfinished_close(*, older_than: datetime) -> int:
     """Runs whose batches never all reported (a lost worker) are closed as FAILED."""
     return CycleRun.objects.filter(
         Q(status=CycleRun.Status.RUNNING) & Q(started_at__lt=older_than)
-    ).update(status=CycleRun.Status.FAILED, reason="batches did not all report back")
+    ).update(
+        status=CycleRun.Status.FAILED,
+        reason="batches did not all report back",
+        finished_at=timezone.now(),
+    )
