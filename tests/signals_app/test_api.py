@@ -7,12 +7,14 @@ import pytest
 from celery import current_app
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from signals_app import views
 from signals_app.ml_status import MODEL_PROBE_KEY
 from signals_app.models import CycleRun, Market, MLConfig, ModelVersion, Prediction, Signal
 from signals_app.probes import forget_probes
+from signals_app.serializers import PredictionSerializer
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +23,13 @@ QUARTER = timedelta(minutes=15)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_probes_and_throttle():
+def _fresh_status():
+    keys = [MODEL_PROBE_KEY, views.STATUS_CACHE_KEY]
     forget_probes()
-    cache.delete(MODEL_PROBE_KEY)
+    cache.delete_many(keys)
     yield
     forget_probes()
-    cache.delete(MODEL_PROBE_KEY)
+    cache.delete_many(keys)
 
 
 @pytest.fixture
@@ -341,3 +344,11 @@ def test_metrics_rejects_a_bad_window(window, message):
     response = APIClient().get("/api/v1/ml/metrics", {"window": window})
     assert response.status_code == 400
     assert response.json() == {"window": [message]}
+
+
+def test_prediction_fast_representation_matches_the_generic_one():
+    rows, _, _ = _three_predictions()
+    serializer = PredictionSerializer()
+    for prediction in Prediction.objects.filter(pk__in=[r.pk for r in rows]):
+        generic = serializers.ModelSerializer.to_representation(serializer, prediction)
+        assert serializer.to_representation(prediction) == generic
