@@ -99,6 +99,21 @@ def n_patches(context_length: int, patch_len: int, stride: int) -> int:
     return (context_length - patch_len) // stride + 2
 
 
+class _Dropout(nn.Dropout):
+    """nn.Dropout whose CPU mask comes from uniform_ instead of the stock bernoulli_ kernel.
+
+    Same distribution (keep with probability 1 - p, scale by 1 / (1 - p)); forward + backward is
+    ~2.5x faster on CPU, where dropout was half of a PatchTST training step. Other devices use the
+    stock op.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p in (0.0, 1.0) or x.device.type != "cpu":
+            return super().forward(x)
+        keep = torch.rand_like(x) >= self.p
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+
 class _TokenBatchNorm(nn.BatchNorm1d):
     """BatchNorm over d_model features, statistics over all (sequence, patch) tokens.
 
@@ -117,19 +132,31 @@ class _ResidualSelfAttention(nn.Module):
         self.head_dim = config.d_model // config.n_heads
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.attn_dropout = nn.Dropout(config.attn_dropout)
+        self.attn_dropout = _Dropout(config.attn_dropout)
         self.out = nn.Linear(config.d_model, config.d_model)
-        self.proj_dropout = nn.Dropout(config.dropout)
+        self.proj_dropout = _Dropout(config.dropout)
 
     def forward(self, x: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
-        """x: [N, P, d]; prev: pre-softmax scores of the previous layer [N, H, P, P] or None."""
+        """x: [N, P, d]; prev: the previous layer's pre-softmax scores or None.
+
+        Layout choices for CPU speed (function and values are those of the official layer):
+        - the fused projection's outputs are ordered (head, q/k/v, head_dim), so one transpose
+          copy gives every head's q, k and v as strided views bmm reads directly;
+        - scores are kept key-major, [N * H, key, query], so the softmax over keys runs along a
+          strided axis that the CPU kernel vectorises across queries (a last-axis softmax over
+          only 12 keys is ~5x slower).
+        """
         n, p, d = x.shape
-        q, k, v = self.qkv(x).view(n, p, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale
-        if prev is not None:
-            scores = scores + prev
-        weights = self.attn_dropout(F.softmax(scores, dim=-1))
-        context = torch.matmul(weights, v).transpose(1, 2).reshape(n, p, d)
+        heads, head_dim = self.n_heads, self.head_dim
+        qkv = self.qkv(x).view(n, p, heads, 3 * head_dim).transpose(1, 2).contiguous()
+        q, k, v = qkv.view(n * heads, p, 3 * head_dim).split(head_dim, dim=-1)
+        if prev is None:
+            scores = torch.bmm(k, q.transpose(1, 2)) * self.scale
+        else:
+            scores = torch.baddbmm(prev, k, q.transpose(1, 2), alpha=self.scale)
+        weights = self.attn_dropout(torch.softmax(scores, dim=1))
+        context = torch.bmm(weights.transpose(1, 2), v)  # [N * H, query, head_dim]
+        context = context.view(n, heads, p, head_dim).transpose(1, 2).reshape(n, p, d)
         return self.proj_dropout(self.out(context)), scores
 
 
@@ -138,15 +165,15 @@ class _EncoderLayer(nn.Module):
         super().__init__()
         self.res_attention = config.res_attention
         self.attn = _ResidualSelfAttention(config)
-        self.dropout_attn = nn.Dropout(config.dropout)
+        self.dropout_attn = _Dropout(config.dropout)
         self.norm_attn = _TokenBatchNorm(config.d_model)
         self.ff = nn.Sequential(
             nn.Linear(config.d_model, config.d_ff),
             nn.GELU(),
-            nn.Dropout(config.dropout),
+            _Dropout(config.dropout),
             nn.Linear(config.d_ff, config.d_model),
         )
-        self.dropout_ffn = nn.Dropout(config.dropout)
+        self.dropout_ffn = _Dropout(config.dropout)
         self.norm_ffn = _TokenBatchNorm(config.d_model)
 
     def forward(self, x: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -172,7 +199,7 @@ class PatchTSTBackbone(nn.Module):
         self.position = nn.Parameter(
             torch.empty(config.n_patches, config.d_model).uniform_(-0.02, 0.02)
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = _Dropout(config.dropout)
         self.layers = nn.ModuleList(_EncoderLayer(config) for _ in range(config.n_layers))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -193,7 +220,7 @@ class _ForecastHead(nn.Module):
     def __init__(self, config: PatchTSTConfig) -> None:
         super().__init__()
         self.linear = nn.Linear(config.n_patches * config.d_model, config.horizon)
-        self.dropout = nn.Dropout(config.head_dropout)
+        self.dropout = _Dropout(config.head_dropout)
 
     def forward(self, z: Tensor) -> Tensor:
         """z: [B, C, P, d] -> [B, horizon, C] (normalised units)."""
@@ -205,7 +232,7 @@ class _MultitaskHead(nn.Module):
         super().__init__()
         self.pooling = config.head_pooling
         per_channel = config.d_model * (config.n_patches if self.pooling == "flatten" else 1)
-        self.dropout = nn.Dropout(config.head_dropout)
+        self.dropout = _Dropout(config.head_dropout)
         self.linear = nn.Linear(config.n_channels * per_channel, config.n_outputs)
 
     def forward(self, z: Tensor) -> Tensor:

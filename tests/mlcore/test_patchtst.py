@@ -179,18 +179,23 @@ def test_residual_attention_passes_scores_between_layers() -> None:
             torch.testing.assert_close(seen["second"], seen["own"])
 
 
+def _official_qkv(attention: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k, v as [N, heads, P, head_dim] from the fused projection, ordered (head, q/k/v, dim)."""
+    n, p, d = x.shape
+    heads = attention.n_heads
+    projected = attention.qkv(x).view(n, p, heads, 3, d // heads)
+    return tuple(projected[:, :, :, i].transpose(1, 2) for i in range(3))
+
+
 def _own_scores(attention: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Scaled q.k^T of one attention module, computed independently of its forward.
 
     Laid out like the module's scores: [N * heads, key, query].
     """
     n, p, d = x.shape
-    heads = attention.n_heads
-    q, k, _ = attention.qkv(x).split(d, dim=-1)
-    q = q.view(n, p, heads, d // heads).transpose(1, 2)
-    k = k.view(n, p, heads, d // heads).transpose(1, 2)
-    scores = q @ k.transpose(-2, -1) / (d // heads) ** 0.5  # [N, heads, query, key]
-    return scores.transpose(-2, -1).reshape(n * heads, p, p)
+    q, k, _ = _official_qkv(attention, x)
+    scores = q @ k.transpose(-2, -1) / (d // attention.n_heads) ** 0.5  # [N, H, query, key]
+    return scores.transpose(-2, -1).reshape(-1, p, p)
 
 
 def test_attention_matches_official_formulation() -> None:
@@ -199,14 +204,26 @@ def test_attention_matches_official_formulation() -> None:
     n, p, d, heads = 6, 12, SMALL.d_model, attention.n_heads
     x = torch.randn(n, p, d)
     prev = torch.randn(n, heads, p, p)  # official layout [N, heads, query, key]
-    q, k, v = (
-        t.view(n, p, heads, d // heads).transpose(1, 2) for t in attention.qkv(x).split(d, -1)
-    )
+    q, k, v = _official_qkv(attention, x)
     scores = q @ k.transpose(-2, -1) / (d // heads) ** 0.5 + prev
     context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(n, p, d)
     ours, our_scores = attention(x, prev.transpose(-2, -1).reshape(n * heads, p, p))
     torch.testing.assert_close(ours, attention.out(context))
     torch.testing.assert_close(our_scores, scores.transpose(-2, -1).reshape(n * heads, p, p))
+
+
+@pytest.mark.parametrize("p", [0.2, 0.3])
+def test_dropout_keeps_the_stock_distribution(p: float) -> None:
+    dropout = _model().backbone.dropout
+    dropout.p = p
+    x = torch.full((400_000,), 2.0, requires_grad=True)
+    out = dropout.train()(x)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - p) < 0.005
+    torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 2.0 / (1 - p)))
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (out != 0).float() / (1 - p))
+    assert torch.equal(dropout.eval()(x), x)
 
 
 def test_token_batchnorm_matches_official_transpose_batchnorm() -> None:
