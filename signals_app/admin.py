@@ -1,8 +1,20 @@
 """Admin for signals_app: markets and the ML configuration are edited here; the rest is read."""
 
 from django.contrib import admin
+from django.shortcuts import redirect
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 
 from signals_app.models import Candle, CycleRun, Market, MLConfig, ModelVersion, Prediction, Signal
+
+
+def admin_link(url_name: str, label: str, *args, query: str = "") -> str:
+    """A link to another admin page by URL name (other apps' pages too, without importing them)."""
+    try:
+        url = reverse(url_name, args=args)
+    except NoReverseMatch:
+        return label
+    return format_html('<a href="{}{}">{}</a>', url, query, label)
 
 
 @admin.register(Market)
@@ -26,6 +38,10 @@ class MLConfigAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        # A single row: the list is that row's form.
+        return redirect("admin:signals_app_mlconfig_change", MLConfig.load().pk)
 
 
 @admin.register(ModelVersion)
@@ -60,19 +76,41 @@ class PredictionAdmin(ReadOnlyAdmin):
         "model_version",
     ]  # fmt: skip
     list_filter = ["direction", "market", "model_version"]
+    search_fields = ["market__symbol"]
     date_hierarchy = "candle_time"
     list_select_related = ["market", "model_version"]
+    readonly_fields = ["signal_link"]
+
+    @admin.display(description="signal")
+    def signal_link(self, prediction: Prediction) -> str:
+        signal = Signal.objects.filter(prediction=prediction).only("pk", "type").first()
+        if signal is None:
+            return "-"
+        return admin_link("admin:signals_app_signal_change", signal.type, signal.pk)
 
 
 @admin.register(Signal)
 class SignalAdmin(ReadOnlyAdmin):
     list_display = [
         "market", "candle_time", "type", "status", "confidence", "strength", "entry_price",
-        "stop_loss", "take_profit", "expires_at", "orders_created", "orders_attempted",
+        "stop_loss", "take_profit", "expires_at", "orders_link",
     ]  # fmt: skip
     list_filter = ["type", "status", "market"]
+    search_fields = ["market__symbol", "rejection_reason"]
     date_hierarchy = "created_at"
     list_select_related = ["market"]
+    readonly_fields = ["prediction_link", "orders_link"]
+
+    @admin.display(description="prediction")
+    def prediction_link(self, signal: Signal) -> str:
+        return admin_link("admin:signals_app_prediction_change", "prediction", signal.prediction_id)
+
+    @admin.display(description="orders (created / attempted)")
+    def orders_link(self, signal: Signal) -> str:
+        # trading_app's order list, filtered by this signal: linked by URL name, not imported.
+        label = f"{signal.orders_created} / {signal.orders_attempted}"
+        query = f"?signal__id__exact={signal.pk}"
+        return admin_link("admin:trading_app_order_changelist", label, query=query)
 
 
 @admin.register(CycleRun)

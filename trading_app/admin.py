@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from signals_app.admin import admin_link
 from trading_app.models import (
     Balance,
     EquitySnapshot,
@@ -121,7 +122,17 @@ class TraderAdmin(admin.ModelAdmin):
             },
         ),  # fmt: skip
     ]
-    actions = ["resume"]
+    actions = ["enable", "disable", "resume"]
+
+    @admin.action(description="Enable: trade the next signals")
+    def enable(self, request, queryset):
+        count = queryset.update(enabled=True, updated_at=timezone.now())
+        self.message_user(request, f"{count} trader(s) enabled", messages.SUCCESS)
+
+    @admin.action(description="Disable: no new entries (open positions keep their SL/TP)")
+    def disable(self, request, queryset):
+        count = queryset.update(enabled=False, updated_at=timezone.now())
+        self.message_user(request, f"{count} trader(s) disabled", messages.SUCCESS)
 
     @admin.action(description="Resume after a drawdown halt (the peak restarts at current equity)")
     def resume(self, request, queryset):
@@ -153,11 +164,25 @@ class TradeDecisionAdmin(ReadOnlyAdmin):
 class OrderAdmin(ReadOnlyAdmin):
     list_display = [
         "client_order_id", "trader", "market", "purpose", "side", "amount", "average_price",
-        "status", "status_reason", "created_at",
+        "status", "status_reason", "created_at", "signal_link", "position_link",
     ]  # fmt: skip
     list_filter = ["status", "purpose", "trader"]
-    search_fields = ["client_order_id", "exchange_order_id"]
+    search_fields = ["client_order_id", "exchange_order_id", "trader__name", "market__symbol"]
     list_select_related = ["trader", "market"]
+    readonly_fields = ["signal_link", "position_link"]
+
+    @admin.display(description="signal")
+    def signal_link(self, order: Order) -> str:
+        if order.signal_id is None:
+            return "-"
+        return admin_link("admin:signals_app_signal_change", f"#{order.signal_id}", order.signal_id)
+
+    @admin.display(description="position")
+    def position_link(self, order: Order) -> str:
+        if order.position_id is None:
+            return "-"
+        label = f"#{order.position_id}"
+        return admin_link("admin:trading_app_position_change", label, order.position_id)
 
 
 @admin.register(Position)
@@ -168,7 +193,21 @@ class PositionAdmin(ReadOnlyAdmin):
         "opened_at", "closed_at",
     ]  # fmt: skip
     list_filter = ["status", "side", "close_reason", "trader"]
+    search_fields = ["trader__name", "market__symbol"]
     list_select_related = ["trader", "market"]
+    readonly_fields = ["signal_link", "orders_link"]
+
+    @admin.display(description="signal")
+    def signal_link(self, position: Position) -> str:
+        if position.signal_id is None:
+            return "-"
+        label = f"#{position.signal_id}"
+        return admin_link("admin:signals_app_signal_change", label, position.signal_id)
+
+    @admin.display(description="orders")
+    def orders_link(self, position: Position) -> str:
+        query = f"?position__id__exact={position.pk}"
+        return admin_link("admin:trading_app_order_changelist", "orders", query=query)
 
 
 @admin.register(EquitySnapshot)
