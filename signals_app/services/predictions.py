@@ -15,7 +15,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 from celery import current_app
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from mlcore.candles import COLUMNS, timeframe_delta
@@ -61,28 +61,40 @@ def candle_frames(
 ) -> dict[int, pd.DataFrame]:
     """Each market's last `history` stored candles up to candle_time, in one query.
 
-    The query reads a window twice as long as needed, so a market a few candles behind (a source
-    outage) still gets its history; one further behind gets what is there and the model says
-    how much it lacks."""
-    frames: dict[int, pd.DataFrame] = {}
-    by_timeframe: dict[str, list[int]] = {}
-    for market in markets:
-        by_timeframe.setdefault(market.timeframe, []).append(market.pk)
-    for timeframe, ids in by_timeframe.items():
-        since = candle_time - 2 * history * timeframe_delta(timeframe)
-        rows = np.array(
-            Candle.objects.filter(
-                market_id__in=ids, open_time__gt=since, open_time__lte=candle_time
+    Each market's window ends at its own newest candle (one index probe each), so a market a few
+    candles behind (a source outage) is still read in full; a gap inside the window leaves it
+    short and the model says so."""
+    newest = dict(
+        Market.objects.filter(pk__in=[m.pk for m in markets])
+        .annotate(
+            newest=Subquery(
+                Candle.objects.filter(market=OuterRef("pk"), open_time__lte=candle_time)
+                .order_by("-open_time")
+                .values("open_time")[:1]
             )
-            .order_by("market_id", "open_time")
-            .values_list("market_id", "open_time", *COLUMNS),
-            dtype=object,
         )
-        for market_id in ids:
-            mine = rows[rows[:, 0] == market_id] if len(rows) else rows
-            index = pd.DatetimeIndex(pd.to_datetime(list(mine[:, 1]), utc=True), name="time")
-            frame = pd.DataFrame(mine[:, 2:].astype(np.float64), index=index, columns=list(COLUMNS))
-            frames[market_id] = frame.iloc[-history:]
+        .values_list("pk", "newest")
+    )
+    windows = Q()
+    for market in markets:
+        if newest.get(market.pk) is not None:
+            span = (history - 1) * timeframe_delta(market.timeframe)
+            end = newest[market.pk]
+            windows |= Q(market_id=market.pk, open_time__gte=end - span, open_time__lte=end)
+    rows = (
+        list(Candle.objects.filter(windows).values_list("market_id", "open_time", *COLUMNS))
+        if windows
+        else []
+    )
+    grouped: dict[int, list] = {m.pk: [] for m in markets}
+    for row in rows:
+        grouped[row[0]].append(row[1:])
+    frames = {}
+    for market_id, mine in grouped.items():
+        mine.sort(key=lambda row: row[0])
+        index = pd.DatetimeIndex(pd.to_datetime([row[0] for row in mine], utc=True), name="time")
+        values = np.array([row[1:] for row in mine], dtype=np.float64).reshape(len(mine), 5)
+        frames[market_id] = pd.DataFrame(values, index=index, columns=list(COLUMNS))
     return frames
 
 

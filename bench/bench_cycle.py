@@ -1,0 +1,223 @@
+"""The full per-minute cycle for 9, 100 and 500 markets on PostgreSQL, through real gpu workers.
+
+For each size, on a fresh database: a first minute backfills every market from the simulated
+(local) source and predicts it (reported, not a target); then the measured minute brings ONE new
+closed candle per market: candle sync -> select -> dispatch -> features + inference on the gpu
+workers -> Predictions and Signals persisted; then a cache-hit minute (no new candle).
+
+Stage seconds: sync/select/dispatch run in the cycle process; model/candles/inference/persist/
+signals are summed over the gpu batches (two workers run batches in parallel, so their sum can
+exceed the wall time). "end to end" is the wall time from the cycle's start until its last batch
+has reported.
+
+    .venv/bin/python -m bench.bench_cycle [--sizes 9 100 500] [--workers 2] [--model PATH]
+        [--database-url postgres://postgres@127.0.0.1:5432/botai_bench_cycle]
+        [--redis-url redis://127.0.0.1:6379/14]
+
+Without --model a checkpoint of the production architecture (mlcore.train preset "default",
+1 epoch on synthetic candles: inference cost depends on the architecture, not on the training)
+is trained once into data/bench/ and reused.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"new_9": 2.0, "new_500": 60.0, "hit_9": 0.2}
+CLOCK = datetime(2026, 1, 5, 0, 1, tzinfo=UTC)  # the cycles run on this clock, 15 min apart
+
+
+def _fresh_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _model(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    out = ROOT / "data" / "bench" / "cycle-default-1epoch.pt"
+    if not out.exists():
+        print(f"training the benchmark checkpoint (preset default, 1 epoch) into {out}")
+        subprocess.run(
+            [sys.executable, "-m", "mlcore.train", "--preset", "default", "--epochs", "1",
+             "--threads", "2", "--out", str(out)],
+            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    return out
+
+
+def _start_workers(n: int, env: dict) -> list[subprocess.Popen]:
+    log_dir = ROOT / "data" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for i in range(n):
+        name = f"bench-gpu-{i}@{socket.gethostname()}"
+        log = (log_dir / f"bench-gpu-{i}.log").open("wb")
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "botai",
+                    "worker",
+                    "-Q",
+                    "gpu",
+                    "-n",
+                    name,
+                    "--pool=solo",
+                    "--prefetch-multiplier=1",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--loglevel=WARNING",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )  # fmt: skip
+        )
+    return workers
+
+
+def _warm(app, n_workers: int) -> None:
+    """Every gpu worker process loads the model before anything is timed."""
+    from signals_app.tasks import model_status
+
+    pids: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(pids) < n_workers and time.monotonic() < deadline:
+        results = [model_status.delay() for _ in range(2 * n_workers)]
+        for result in results:
+            report = result.get(timeout=120)
+            if not report.get("loaded"):
+                raise SystemExit(f"the gpu worker cannot load the model: {report}")
+            pids.add(report["pid"])
+    if len(pids) < n_workers:
+        raise SystemExit(f"only {len(pids)} of {n_workers} gpu workers answered")
+
+
+def _cycle(now: datetime):
+    from signals_app.models import CycleRun
+    from signals_app.services.cycle import cycle_run
+    from signals_app.tasks import predict_batch
+
+    def dispatch(market_ids, candle_time, run_id, index):
+        predict_batch.delay(market_ids, candle_time.isoformat(), run_id, index)
+
+    started = datetime.now(UTC)
+    run = cycle_run(now=now, dispatch=dispatch)
+    while run.finished_at is None:
+        time.sleep(0.02)
+        run = CycleRun.objects.get(pk=run.pk)
+    # finished_at is stamped by whichever process closed the run (same host clock).
+    return run, (run.finished_at - started).total_seconds()
+
+
+def _markets(n: int) -> None:
+    from signals_app.models import Candle, CycleRun, Market, Prediction, Signal
+
+    for model in (Signal, Prediction, Candle, CycleRun, Market):
+        model.objects.all().delete()
+    Market.objects.bulk_create(
+        Market(exchange="bybit", symbol=f"S{i:03d}USDT", ccxt_symbol=f"S{i:03d}/USDT")
+        for i in range(n)
+    )
+
+
+def _line(label: str, run, seconds: float) -> str:
+    stages = " ".join(f"{k}={v:.3f}" for k, v in run.stage_seconds.items())
+    return (
+        f"  {label:<22} end-to-end {seconds:7.3f} s | {run.status:<7} new={run.markets_new:<4} "
+        f"predictions={run.predictions:<4} hits={run.cache_hits:<4} batches={run.batches:<3} "
+        f"errors={len(run.errors)} | {stages}"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[9, 100, 500])
+    parser.add_argument("--workers", type=int, default=2, help="gpu worker processes")
+    parser.add_argument("--model", help="checkpoint to serve (default: see the module doc)")
+    parser.add_argument(
+        "--database-url", default="postgres://postgres@127.0.0.1:5432/botai_bench_cycle"
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    args = parser.parse_args(argv)
+
+    model = _model(args.model)
+    _fresh_database(args.database_url)
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "REDIS_URL": args.redis_url,
+        "CELERY_BROKER_URL": args.redis_url,
+        "CELERY_RESULT_BACKEND": args.redis_url,
+        "MODEL_PATH": str(model),
+        "ML_TORCH_THREADS": "1",  # two solo workers on two cores: one thread each
+        "MARKET_DATA_SOURCE": "simulated",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "botai.settings",
+    }
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from botai.celery import app
+    from signals_app.models import MLConfig
+
+    call_command("migrate", verbosity=0)
+    app.control.purge()
+    config = MLConfig.load()
+    config.device, config.model_path = "cpu", ""
+    config.save()
+    workers = _start_workers(args.workers, env)
+    try:
+        _warm(app, args.workers)
+        print(
+            f"model {model.name}, {args.workers} gpu workers (solo, 1 torch thread each), "
+            f"batch_size {config.batch_size}, PostgreSQL {urlparse(args.database_url).path[1:]}"
+        )
+        results = {}
+        for n in args.sizes:
+            _markets(n)
+            print(f"{n} markets")
+            run, seconds = _cycle(CLOCK)
+            print(_line("first minute (backfill)", run, seconds))
+            run, seconds = _cycle(CLOCK + timedelta(minutes=15))
+            print(_line("new candle", run, seconds))
+            results[f"new_{n}"] = seconds
+            run, seconds = _cycle(CLOCK + timedelta(minutes=16))
+            print(_line("cache hit", run, seconds))
+            results[f"hit_{n}"] = seconds
+        for key, target in TARGETS.items():
+            if key in results:
+                verdict = "ok" if results[key] <= target else "MISSED"
+                print(f"target {key}: {results[key]:.3f} s <= {target} s: {verdict}")
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+        app.control.purge()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
