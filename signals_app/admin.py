@@ -6,6 +6,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
 from signals_app.models import Candle, CycleRun, Market, MLConfig, ModelVersion, Prediction, Signal
+from signals_app.services.config import mlconfig_save
 
 
 def admin_link(url_name: str, label: str, *args, query: str = "") -> str:
@@ -35,6 +36,9 @@ class MLConfigAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # One row only: it exists from the fixture or from MLConfig.load().
         return not MLConfig.objects.exists()
+
+    def save_model(self, request, obj, form, change):
+        mlconfig_save(config=obj)  # interval_seconds also reschedules the beat entry
 
     def has_delete_permission(self, request, obj=None):
         return False

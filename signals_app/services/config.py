@@ -11,9 +11,11 @@ from pathlib import Path
 
 import yaml
 from django.db import transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
 from signals_app.models import Market, MLConfig
 
+CYCLE_TASK = "signals_app.tasks.run_cycle"
 QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "USD", "EUR", "BTC", "ETH")
 
 
@@ -153,10 +155,26 @@ def config_load(*, path: Path, exchange: str = "bybit") -> ConfigReport:
             if getattr(config, column) != value:
                 report.changed[column] = value
             setattr(config, column, value)
-        config.save()
+        mlconfig_save(config=config)
         if symbols is not None:
             _enable_markets(symbols, exchange=exchange, report=report)
     return report
+
+
+def mlconfig_save(*, config: MLConfig) -> None:
+    """Save the configuration and give the beat entry of the cycle its interval_seconds (each
+    run still expires before the next one is due)."""
+    config.save()
+    interval, _ = IntervalSchedule.objects.get_or_create(
+        every=config.interval_seconds, period=IntervalSchedule.SECONDS
+    )
+    changed = (
+        PeriodicTask.objects.filter(task=CYCLE_TASK)
+        .exclude(interval=interval)
+        .update(interval=interval, expire_seconds=max(1, config.interval_seconds - 5))
+    )
+    if changed:
+        PeriodicTasks.update_changed()  # a bulk update sends no signal: tell beat to reload
 
 
 def _enable_markets(symbols: list[str], *, exchange: str, report: ConfigReport) -> None:

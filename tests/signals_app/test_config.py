@@ -97,3 +97,18 @@ def test_the_signals_fixture_holds_the_seed_markets_and_default_config():
     assert (str(btc.amount_step), str(btc.min_notional)) == ("0.000001000000", "5.000000000000")
     config = MLConfig.load()
     assert (config.min_confidence, config.min_signal_strength, config.batch_size) == (0.45, 0.2, 10)
+
+
+def test_interval_seconds_reschedules_the_cycle_beat_entry(tmp_path):
+    from django_celery_beat.models import PeriodicTask
+
+    call_command(
+        "load_config", _yaml(tmp_path, "ml:\n  signal_generation:\n    interval_seconds: 30\n")
+    )
+    entry = PeriodicTask.objects.get(task="signals_app.tasks.run_cycle")
+    assert (entry.interval.every, entry.interval.period, entry.expire_seconds) == (
+        30,
+        "seconds",
+        25,
+    )
+    assert PeriodicTask.objects.get(task="trading_app.tasks.sync_positions").interval.every == 60
