@@ -146,3 +146,37 @@ def test_a_bad_candle_from_the_exchange_is_logged_and_not_stored(shared_data, ca
     assert (report.candles_stored, report.candles_rejected) == (2, 1)
     assert not market.candles.filter(open_time=bad_time).exists()
     assert f"bybit:BTCUSDT: bad candle at {bad_time}" in caplog.text
+
+
+def test_backfill_creates_the_market_with_exchange_limits_and_stores_closed_candles(shared_data):
+    from signals_app.services.candles import candles_backfill
+
+    case = json.loads((shared_data / "ccxt/bybit/response.json").read_text())["methods"][
+        "fetchOHLCV"
+    ][0]
+    pages = []
+
+    def factory(exchange_id):
+        exchange = ccxt.bybit({"enableRateLimit": False})
+        exchange.set_markets(json.loads((shared_data / "ccxt/bybit/markets.json").read_text()))
+        exchange.fetch = lambda url, *args, **kwargs: pages.append(url) or case["httpResponse"]
+        return exchange
+
+    first = pd.Timestamp(case["parsedResponse"][0][0], unit="ms", tz="UTC")
+    report = candles_backfill(
+        exchange="bybit",
+        symbols=["btcusdt"],
+        since=first,
+        now=first + pd.Timedelta(hours=5),
+        timeframe="1h",
+        source=CcxtSource(client_factory=factory),
+    )
+    assert (report.markets, report.candles_stored, report.errors) == (1, 3, [])
+    market = Market.objects.get(exchange="bybit", symbol="BTCUSDT")
+    assert (market.ccxt_symbol, market.timeframe, market.enabled) == ("BTC/USDT", "1h", False)
+    assert str(market.amount_step.normalize()) == "0.000001"
+    assert str(market.min_notional.normalize()) == "5"
+    assert list(market.candles.order_by("open_time").values_list("close", flat=True)) == [
+        row[4] for row in case["parsedResponse"]
+    ]
+    assert len(pages) == 1

@@ -44,3 +44,28 @@ def test_one_active_model_version():
     ModelVersion.objects.create(name="a", checkpoint_path="a.pt", fingerprint="a", active=True)
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersion.objects.create(name="b", checkpoint_path="b.pt", fingerprint="b", active=True)
+
+
+def test_one_prediction_and_one_signal_per_market_candle_and_model():
+    from decimal import Decimal
+
+    from signals_app.models import Prediction, Signal
+
+    market = _market()
+    version = ModelVersion.objects.create(name="a", checkpoint_path="a.pt", fingerprint="a")
+    row = dict(
+        market=market, candle_time=T0, model_version=version, close=1.0, returns={},
+        probabilities={}, risk={}, direction="LONG", confidence=0.5, strength=0.5, latency_ms=1,
+    )  # fmt: skip
+    prediction = Prediction.objects.create(**row)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Prediction.objects.create(**row)
+    other = Prediction.objects.create(**{**row, "model_version": ModelVersion.objects.create(
+        name="b", checkpoint_path="b.pt", fingerprint="b")})  # fmt: skip
+    signal = dict(
+        market=market, candle_time=T0, model_version=version, type=Signal.Type.LONG,
+        confidence=0.5, strength=0.5, entry_price=Decimal(1), expires_at=T0,
+    )  # fmt: skip
+    Signal.objects.create(prediction=prediction, **signal)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Signal.objects.create(prediction=other, **signal)  # same market, candle and model
