@@ -63,9 +63,16 @@ def calm_candles(*, n: int, price: float, start: datetime = T0, wiggle: float = 
     )
 
 
-def model_version() -> ModelVersion:
+def advance(market: Market, n: int = 1) -> datetime:
+    """Store n more calm candles after the market's latest (time moves on); returns the last."""
+    last = market.candles.latest("open_time")
+    frame = calm_candles(n=n + 1, price=last.close, start=last.open_time).iloc[1:]
+    return store_candles(market, frame)
+
+
+def model_version(name: str = "test") -> ModelVersion:
     version, _ = ModelVersion.objects.get_or_create(
-        fingerprint="test-model", defaults={"name": "test", "checkpoint_path": "test.pt"}
+        fingerprint=f"{name}-model", defaults={"name": name, "checkpoint_path": f"{name}.pt"}
     )
     return version
 
@@ -80,12 +87,13 @@ def signal(
     status: str = Signal.Status.ACCEPTED,
     risk: dict | None = None,
     returns: dict | None = None,
-    expires_in: timedelta = timedelta(days=3650),
+    model: str = "test",
 ) -> Signal:
+    """A signal on the market's latest candle (or `candle_time`), as signals_app writes it."""
     last = market.candles.order_by("-open_time").first()
     candle_time = candle_time or (last.open_time if last else T0)
     close = last.close if last else 100.0
-    version = model_version()
+    version = model_version(model)
     prediction = Prediction.objects.create(
         market=market, candle_time=candle_time, model_version=version, close=close,
         returns=returns or {"1": 0.001, "4": 0.004, "16": 0.01, "48": 0.02},
@@ -97,7 +105,7 @@ def signal(
     return Signal.objects.create(
         market=market, prediction=prediction, candle_time=candle_time, model_version=version,
         type=type, confidence=confidence, strength=strength,
-        entry_price=Decimal(repr(close)), expires_at=datetime.now(UTC) + expires_in,
+        entry_price=Decimal(repr(close)), expires_at=candle_time + STEP,
         status=status,
     )  # fmt: skip
 

@@ -1,7 +1,6 @@
 """The trading engine against the real database: routing, the one-position rule, reversals,
 idempotent redelivery and what is written back to signals."""
 
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -65,15 +64,18 @@ def test_paper_balance_moves_by_margin_and_fee(btc, account):
     assert balance.free == Decimal("10000") - notional - order.fee
 
 
-def test_neutral_expired_and_unaccepted_signals_are_ignored(btc, account):
+def test_neutral_superseded_and_unaccepted_signals_are_ignored(btc, account):
     f.trader(account, [btc])
+    superseded = f.signal(btc)
+    f.advance(btc)  # a newer candle has closed since
     ignored = [
-        f.signal(btc, type="NEUTRAL", candle_time=f.T0),
-        f.signal(btc, candle_time=f.T0 + f.STEP, expires_in=-timedelta(minutes=1)),
-        f.signal(btc, candle_time=f.T0 + 2 * f.STEP, status=Signal.Status.REJECTED),
+        superseded,
+        f.signal(btc, type="NEUTRAL"),
+        f.signal(btc, model="b", status=Signal.Status.REJECTED),
+        f.signal(btc, model="c", status=Signal.Status.EXPIRED),
     ]
     result = signals_process(signal_ids=[s.pk for s in ignored])
-    assert result.ignored == 3
+    assert result.ignored == 4
     assert not TradeDecision.objects.exists()
     assert not Order.objects.exists()
 
@@ -90,9 +92,10 @@ def test_routed_only_to_enabled_non_halted_subscribed_traders(btc, account):
 
 def test_same_direction_keeps_the_one_position(btc, account):
     f.trader(account, [btc])
-    first = f.signal(btc, candle_time=f.T0)
-    second = f.signal(btc, candle_time=f.T0 + f.STEP)
+    first = f.signal(btc)
     signals_process(signal_ids=[first.pk])
+    f.advance(btc)
+    second = f.signal(btc)
     signals_process(signal_ids=[second.pk])
     assert Position.objects.count() == 1
     assert Order.objects.count() == 1
@@ -103,15 +106,17 @@ def test_same_direction_keeps_the_one_position(btc, account):
 
 def test_two_signals_for_one_market_in_one_batch_open_one_position(btc, account):
     f.trader(account, [btc])
-    batch = [f.signal(btc, candle_time=f.T0), f.signal(btc, candle_time=f.T0 + f.STEP)]
+    batch = [f.signal(btc, model="a"), f.signal(btc, model="b")]  # two models, one candle
     signals_process(signal_ids=[s.pk for s in batch])
     assert Position.objects.count() == 1
+    assert TradeDecision.objects.filter(outcome=TradeDecision.Outcome.SKIPPED).count() == 1
 
 
 def test_opposite_signal_closes_then_opens(btc, account):
     trader = f.trader(account, [btc])
-    signals_process(signal_ids=[f.signal(btc, type="LONG", candle_time=f.T0).pk])
-    short = f.signal(btc, type="SHORT", candle_time=f.T0 + f.STEP)
+    signals_process(signal_ids=[f.signal(btc, type="LONG").pk])
+    f.advance(btc)
+    short = f.signal(btc, type="SHORT")
 
     result = signals_process(signal_ids=[short.pk])
 

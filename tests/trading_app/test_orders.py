@@ -258,11 +258,12 @@ def test_gives_up_after_max_attempts(setup, bybit):
 
 def test_reversal_on_the_exchange_closes_before_it_opens(setup, bybit):
     trader, market = setup
-    signals_process(signal_ids=[f.signal(market, candle_time=f.T0).pk])
+    signals_process(signal_ids=[f.signal(market).pk])
     bybit.hold(symbol="BTCUSDT", side="Buy", size="0.02")
     positions_sync()  # the entry fills
     assert Position.objects.get().status == Position.Status.OPEN
-    short = f.signal(market, type="SHORT", candle_time=f.T0 + f.STEP)
+    f.advance(market)
+    short = f.signal(market, type="SHORT")
 
     signals_process(signal_ids=[short.pk])
 

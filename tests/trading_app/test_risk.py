@@ -144,7 +144,8 @@ def test_engine_halts_a_trader_in_drawdown(markets):
     assert not Order.objects.exists()
     assert {d.outcome for d in TradeDecision.objects.all()} == {TradeDecision.Outcome.REJECTED}
     # Halted: the next batch is not routed to it at all.
-    signals_process(signal_ids=[f.signal(btc, candle_time=f.T0).pk])
+    f.advance(btc)
+    signals_process(signal_ids=[f.signal(btc).pk])
     assert TradeDecision.objects.count() == 2
 
 

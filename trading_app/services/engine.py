@@ -18,10 +18,10 @@ from decimal import Decimal
 
 import pandas as pd
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
-from signals_app.models import Market, Signal
+from signals_app.models import Candle, Market, Signal
 from trading_app import ai_signal, indicators, risk
 from trading_app.exchanges import TemporaryExchangeError, adapter_for
 from trading_app.exchanges.paper import PaperExchange, paper_balance
@@ -136,7 +136,13 @@ class Pair:
     view: ai_signal.MarketView
 
 
-def signals_process(*, signal_ids: list[int]) -> BatchResult:
+def signals_process(*, signal_ids: list[int], as_of: datetime | None = None) -> BatchResult:
+    """Route, decide and execute a batch of signals.
+
+    A signal is traded only while it is the newest word on its market: once a later candle is
+    stored it is superseded and ignored. Freshness is judged on the market-data clock, not the
+    wall clock, so live trading, replay and backtests agree; `as_of` (backtests) hides candles
+    stored beyond it."""
     now = timezone.now()
     result = BatchResult()
     signals = list(
@@ -145,13 +151,14 @@ def signals_process(*, signal_ids: list[int]) -> BatchResult:
         .order_by("pk")
     )
     result.signals = len(signals)
-    tradable = [
+    candidates = [
         s
         for s in signals
         if s.type != Signal.Type.NEUTRAL
         and s.status in (Signal.Status.ACCEPTED, Signal.Status.EXECUTED)
-        and s.expires_at > now
     ]
+    newest = _newest_candles(candidates, as_of=as_of)
+    tradable = [s for s in candidates if newest.get(s.market_id, s.candle_time) <= s.candle_time]
     result.ignored = len(signals) - len(tradable)
     if not tradable:
         return result
@@ -182,7 +189,9 @@ def signals_process(*, signal_ids: list[int]) -> BatchResult:
         *(4 * max(t.rsi_period, t.ema_long, ATR_PERIOD) for t in traders.values()),
     )
     frames = candle_frames(
-        markets=markets.values(), lookback=lookback, until=max(s.candle_time for s in tradable)
+        markets=markets.values(),
+        lookback=lookback,
+        until=as_of or max(s.candle_time for s in tradable),
     )
     views = MarketViews(frames, list(traders.values()))
     by_account: dict[int, list[Pair]] = defaultdict(list)
@@ -203,6 +212,23 @@ def signals_process(*, signal_ids: list[int]) -> BatchResult:
         else:
             _execute_exchange(account=account, pairs=pairs, markets=markets, result=result, now=now)
     return result
+
+
+def _newest_candles(signals: list[Signal], *, as_of: datetime | None) -> dict[int, datetime]:
+    """market id -> open time of its newest candle, for markets with one newer than a signal."""
+    if not signals:
+        return {}
+    newer = Candle.objects.filter(
+        market_id__in={s.market_id for s in signals},
+        open_time__gt=min(s.candle_time for s in signals),
+    )
+    if as_of is not None:
+        newer = newer.filter(open_time__lte=as_of)
+    return dict(
+        newer.values("market_id")
+        .annotate(newest=Max("open_time"))
+        .values_list("market_id", "newest")
+    )
 
 
 class _Book:
