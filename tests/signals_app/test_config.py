@@ -27,13 +27,20 @@ def test_the_sample_system_yaml_loads_every_key(capsys):
     assert (config.enabled, config.interval_seconds, config.batch_size) == (True, 60, 10)
     assert (config.parallel_workers, config.device, config.use_compile) == (4, "cuda", False)
     assert (config.min_confidence, config.min_signal_strength) == (0.45, 0.2)
-    assert (config.risk_tolerance, config.model_path) == ("MEDIUM", "models/botai-default.pt")
+    assert (config.risk_tolerance, config.model_path) == ("MEDIUM", "")
     enabled = Market.objects.filter(enabled=True)
     assert sorted(enabled.values_list("symbol", flat=True)) == sorted(SEED_SYMBOLS)
     assert set(enabled.values_list("exchange", "timeframe")) == {("bybit", "15m")}
     assert Market.objects.get(symbol="DOGEUSDT").ccxt_symbol == "DOGE/USDT"
     assert not Market.objects.get(symbol="PEPEUSDT").enabled
     assert "markets disabled: bybit:PEPEUSDT" in capsys.readouterr().out
+
+
+def test_model_path_is_read_relative_to_the_project(tmp_path, settings):
+    from signals_app.predictor import checkpoint_path
+
+    call_command("load_config", _yaml(tmp_path, "ml:\n  model:\n    path: models/seed.pt\n"))
+    assert checkpoint_path(MLConfig.load()) == settings.BASE_DIR / "models" / "seed.pt"
 
 
 def test_other_sections_are_reported_not_loaded(tmp_path, capsys):
@@ -97,6 +104,7 @@ def test_the_signals_fixture_holds_the_seed_markets_and_default_config():
     assert (str(btc.amount_step), str(btc.min_notional)) == ("0.000001000000", "5.000000000000")
     config = MLConfig.load()
     assert (config.min_confidence, config.min_signal_strength, config.batch_size) == (0.45, 0.2, 10)
+    assert config.model_path == ""  # the MODEL_PATH setting decides
 
 
 def test_interval_seconds_reschedules_the_cycle_beat_entry(tmp_path):
