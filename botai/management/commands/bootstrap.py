@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command, get_commands
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
@@ -50,12 +50,5 @@ class Command(BaseCommand):
         )
 
     def _model(self):
-        if settings.MODEL_PATH.exists():
-            self.stdout.write(f"model: {settings.MODEL_PATH}")
-            return
-        if "ensure_model" not in get_commands():
-            self.stdout.write(
-                self.style.WARNING("no model is present and training is not available yet")
-            )
-            return
+        # ensure_model checks the path the workers load (MLConfig.model_path, else MODEL_PATH).
         call_command("ensure_model")
