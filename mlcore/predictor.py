@@ -6,6 +6,13 @@
 Each value of `results` is a PredictionResult, or a ModelError (InsufficientHistory, InvalidCandles)
 for that symbol alone; the other symbols are still predicted.
 
+Backtests ask for every step of a history at once:
+
+    by_time = predictor.predict_series(btc_candles, symbol="BTCUSDT", since=start)
+
+which is what predict() would have answered at each candle from `since` on, computed with features
+cached over the whole history and many time steps per forward pass.
+
 Derived signal (from the 1h horizon, HORIZON = 4 candles of 15m):
     direction  = LONG / NEUTRAL / SHORT for the most probable class up / flat / down
     confidence = max(p_down, p_flat, p_up)
@@ -35,6 +42,9 @@ from mlcore.features import WARMUP, compute_features
 from mlcore.labels import HORIZONS, RISK_NAMES, decode_outputs
 
 SIGNAL_HORIZON = 4
+# Windows per forward pass in predict_series: small batches keep the activations in cache, which
+# on CPU is faster per window than large ones.
+SERIES_BATCH = 64
 LONG, SHORT, NEUTRAL = "LONG", "SHORT", "NEUTRAL"
 _DIRECTION_BY_CLASS = (SHORT, NEUTRAL, LONG)  # class order is (down, flat, up)
 
@@ -146,6 +156,76 @@ class Predictor:
         for symbol, hit in hits.items():
             results[symbol] = replace(hit, cached=True, latency_ms=latency)
         return {symbol: results[symbol] for symbol in candles_by_symbol}
+
+    def predict_series(
+        self,
+        candles: pd.DataFrame,
+        *,
+        symbol: str,
+        since: pd.Timestamp | None = None,
+        batch_size: int = SERIES_BATCH,
+    ) -> dict[pd.Timestamp, PredictionResult | ModelError]:
+        """For every candle time t >= since: what predict({symbol: candles up to t}) returns.
+
+        Features are computed once per gap-free run of `candles` (they are causal: row t only
+        reads rows <= t), not once per step on the last min_history candles, and the windows go
+        through the model batch_size time steps at a time. Two float32-level differences remain
+        against predict(): the recursive averages inside the features start earlier than
+        predict()'s tail (they agree to their settle tolerance, see mlcore.features), and a
+        matmul's rounding depends on the batch it is in. tests/mlcore/test_predict_series.py
+        bounds both. Results are not cached; InvalidCandles when the history fails validation.
+        """
+        started = time.perf_counter()
+        times = candles.index
+        if len(times) == 0:
+            return {}
+        try:
+            validate_candles(candles, timeframe=self.timeframe)
+        except CandleError as exc:
+            raise InvalidCandles(f"{symbol}: {exc}") from exc
+        runs = segment_ids(times, timeframe=self.timeframe)
+        first = 0 if since is None else int(times.searchsorted(since))
+        results: dict[pd.Timestamp, PredictionResult | ModelError] = {}
+        steps: list[int] = []  # positions in `candles` predicted, in order
+        scaled = np.full((len(times), len(self._columns)), np.nan, dtype=np.float32)
+        for run in np.unique(runs[first:]):
+            where = np.flatnonzero(runs == run)
+            start, stop = int(where[0]), int(where[-1]) + 1
+            features = compute_features(candles.iloc[start:stop]).to_numpy(dtype=np.float32)
+            scaled[start:stop] = self._scaler.transform(features[:, self._columns])
+            finite = np.isfinite(features[:, self._columns]).all(axis=1)
+            for t in range(max(start, first), stop):
+                known = t - start + 1  # consecutive candles up to t
+                if known < self.min_history:
+                    results[times[t]] = InsufficientHistory(
+                        f"{symbol}: {t + 1} candles, the model needs {self.min_history}"
+                        if t + 1 < self.min_history
+                        else f"{symbol}: {known} candles since the last gap, the model needs "
+                        f"{self.min_history} consecutive candles"
+                    )
+                elif not finite[t - start - self.context_length + 1 : t - start + 1].all():
+                    results[times[t]] = InvalidCandles(
+                        f"{symbol}: features are not finite over the input window"
+                    )
+                else:
+                    steps.append(t)
+        if not steps:
+            return results
+
+        outputs = []
+        offsets = np.arange(-self.context_length + 1, 1)
+        with torch.inference_mode():
+            for i in range(0, len(steps), batch_size):
+                rows = np.asarray(steps[i : i + batch_size])[:, None] + offsets  # [B, L]
+                x = torch.from_numpy(scaled[rows]).to(self.device)
+                outputs.append(self._forward(x).float().cpu().numpy())
+        decoded = decode_outputs(
+            np.concatenate(outputs), return_scale=self._return_scale, risk_scale=self._risk_scale
+        )
+        latency = (time.perf_counter() - started) * 1000 / len(steps)  # per step, amortised
+        for k, t in enumerate(steps):
+            results[times[t]] = self._result(symbol, times[t], decoded, k, latency)
+        return dict(sorted(results.items()))
 
     def _window(self, symbol: str, candles: pd.DataFrame) -> np.ndarray:
         """Scaled input [context_length, C] from the last min_history candles of one run."""
