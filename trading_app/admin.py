@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from signals_app.admin import admin_link
 from trading_app.models import (
+    BacktestRun,
     Balance,
     EquitySnapshot,
     ExchangeAccount,
@@ -219,3 +220,36 @@ class EquitySnapshotAdmin(ReadOnlyAdmin):
 @admin.register(Balance)
 class BalanceAdmin(ReadOnlyAdmin):
     list_display = ["account", "asset", "free", "used", "updated_at"]
+
+
+@admin.register(BacktestRun)
+class BacktestRunAdmin(ReadOnlyAdmin):
+    """Backtests are started with `manage.py backtest`; their report is read here."""
+
+    list_display = [
+        "id", "trader_name", "start", "end", "status", "orders", "total_return", "buy_and_hold",
+        "max_drawdown", "sharpe", "seconds", "created_at",
+    ]  # fmt: skip
+    list_filter = ["status", "trader_name"]
+    search_fields = ["trader_name", "model_name"]
+
+    @staticmethod
+    def _figure(run: BacktestRun, who: str, name: str) -> str:
+        value = run.metrics.get(who, {}).get(name)
+        return "-" if value is None else f"{value:.2f}"
+
+    @admin.display(description="return %")
+    def total_return(self, run: BacktestRun) -> str:
+        return self._figure(run, "strategy", "total_return_percentage")
+
+    @admin.display(description="buy & hold %")
+    def buy_and_hold(self, run: BacktestRun) -> str:
+        return self._figure(run, "buy_and_hold", "total_return_percentage")
+
+    @admin.display(description="max DD %")
+    def max_drawdown(self, run: BacktestRun) -> str:
+        return self._figure(run, "strategy", "max_drawdown_percentage")
+
+    @admin.display(description="Sharpe")
+    def sharpe(self, run: BacktestRun) -> str:
+        return self._figure(run, "strategy", "sharpe")

@@ -452,3 +452,47 @@ class EquitySnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trader_id} {self.time:%Y-%m-%d %H:%M} {self.equity}"
+
+
+class BacktestRun(models.Model):
+    """One backtest: a trader's settings replayed over past candles through the live services
+    (trading_app.backtest.replay) and the report on it. The replay's own rows are rolled back;
+    this row and the files under data/backtests/<id>/ are what stays."""
+
+    class Status(models.TextChoices):
+        RUNNING = "RUNNING", "running"
+        DONE = "DONE", "done"
+        FAILED = "FAILED", "failed"
+
+    trader = models.ForeignKey(
+        Trader, null=True, blank=True, on_delete=models.SET_NULL, related_name="backtests"
+    )
+    trader_name = models.CharField(max_length=64)
+    start = models.DateTimeField(help_text="open time of the first candle decided on")
+    end = models.DateTimeField(help_text="open time of the last candle decided on")
+    data_source = models.CharField(max_length=500, help_text='"database" or the CSV directory')
+    model_name = models.CharField(max_length=100, blank=True)
+    model_fingerprint = models.CharField(max_length=64, blank=True)
+    settings = models.JSONField(
+        default=dict, blank=True, help_text="trader, ML thresholds and paper costs replayed"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True)
+    steps = models.PositiveIntegerField(default=0, help_text="candle times replayed")
+    service_steps = models.PositiveIntegerField(
+        default=0, help_text="candle times that went through the trading services"
+    )
+    orders = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(
+        default=dict, blank=True, help_text="strategy, buy_and_hold and ema_rsi figures"
+    )
+    report_path = models.CharField(max_length=500, blank=True)
+    seconds = models.FloatField(null=True, blank=True, help_text="wall time of the run")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"backtest {self.pk} {self.trader_name} {self.start:%Y-%m-%d}..{self.end:%Y-%m-%d}"
