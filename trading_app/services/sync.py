@@ -3,12 +3,13 @@ was hit, mark the rest to market, snapshot every trader's equity and halt on dra
 
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from signals_app.models import Candle, Market
@@ -45,26 +46,31 @@ class SyncResult:
         return self.__dict__.copy()
 
 
-def positions_sync(*, now: datetime | None = None) -> SyncResult:
+def positions_sync(
+    *, now: datetime | None = None, trader_ids: Collection[int] | None = None
+) -> SyncResult:
+    """`trader_ids` limits the sync to those traders: a backtest syncs its own trader only, so
+    it neither locks nor changes live rows and never calls a live exchange."""
     now = now or timezone.now()
     result = SyncResult()
-    _settle_orders(now=now, result=result)
-    accounts = ExchangeAccount.objects.filter(
-        traders__positions__status=Position.Status.OPEN
-    ).distinct()
-    for account in accounts:
+    mine = Q() if trader_ids is None else Q(trader_id__in=trader_ids)
+    _settle_orders(now=now, result=result, mine=mine)
+    accounts = ExchangeAccount.objects.filter(traders__positions__status=Position.Status.OPEN)
+    if trader_ids is not None:
+        accounts = accounts.filter(traders__in=trader_ids)
+    for account in accounts.distinct():
         if account.is_paper:
-            _exits_paper(account=account, now=now, result=result)
+            _exits_paper(account=account, now=now, result=result, mine=mine)
         else:
-            _exits_exchange(account=account, now=now, result=result)
-    _mark_to_market(result=result)
-    _snapshot_equity(now=now, result=result)
+            _exits_exchange(account=account, now=now, result=result, mine=mine)
+    _mark_to_market(result=result, mine=mine)
+    _snapshot_equity(now=now, result=result, trader_ids=trader_ids)
     return result
 
 
-def _settle_orders(*, now: datetime, result: SyncResult) -> None:
+def _settle_orders(*, now: datetime, result: SyncResult, mine: Q) -> None:
     """Live accounts: fetch accepted orders, re-place (after a lookup) ones left unplaced."""
-    unsettled = Order.objects.filter(status__in=Order.UNSETTLED).exclude(
+    unsettled = Order.objects.filter(mine, status__in=Order.UNSETTLED).exclude(
         trader__account__mode=ExchangeAccount.Mode.PAPER
     )
     adapters = {}
@@ -115,12 +121,12 @@ def _exit_of(position: Position, candles: dict[int, list[tuple]]) -> tuple[Exit 
     return exit_, (window[-1][0] if window else start)
 
 
-def _exits_paper(*, account: ExchangeAccount, now: datetime, result: SyncResult) -> None:
+def _exits_paper(*, account: ExchangeAccount, now: datetime, result: SyncResult, mine: Q) -> None:
     exchange = PaperExchange(account)
     with transaction.atomic():
         balance = paper_balance(account, lock=True)
         positions = list(
-            Position.objects.filter(trader__account=account, status=Position.Status.OPEN)
+            Position.objects.filter(mine, trader__account=account, status=Position.Status.OPEN)
             .select_related("market")
             .select_for_update(of=("self",))
         )
@@ -161,12 +167,14 @@ def _exits_paper(*, account: ExchangeAccount, now: datetime, result: SyncResult)
             Trader.objects.filter(pk=trader_id).update(realized_pnl=F("realized_pnl") + pnl)
 
 
-def _exits_exchange(*, account: ExchangeAccount, now: datetime, result: SyncResult) -> None:
+def _exits_exchange(
+    *, account: ExchangeAccount, now: datetime, result: SyncResult, mine: Q
+) -> None:
     """The exchange executes the SL/TP attached to the entry; a position it no longer holds is
     closed here, at the trigger the candles show (or the latest close when none did)."""
     positions = list(
         Position.objects.filter(
-            trader__account=account, status=Position.Status.OPEN
+            mine, trader__account=account, status=Position.Status.OPEN
         ).select_related("market")
     )
     adapter = adapter_for(account)
@@ -212,8 +220,8 @@ def _latest_prices(market_ids: set[int]) -> dict[int, Decimal]:
     return {pk: Decimal(repr(close)) for pk, close in rows if close is not None}
 
 
-def _mark_to_market(*, result: SyncResult) -> None:
-    positions = list(Position.objects.filter(status=Position.Status.OPEN))
+def _mark_to_market(*, result: SyncResult, mine: Q) -> None:
+    positions = list(Position.objects.filter(mine, status=Position.Status.OPEN))
     prices = _latest_prices({p.market_id for p in positions})
     for position in positions:
         price = prices.get(position.market_id)
@@ -225,9 +233,12 @@ def _mark_to_market(*, result: SyncResult) -> None:
     result.marked = len(positions)
 
 
-def _snapshot_equity(*, now: datetime, result: SyncResult) -> None:
+def _snapshot_equity(
+    *, now: datetime, result: SyncResult, trader_ids: Collection[int] | None
+) -> None:
     minute = now.replace(second=0, microsecond=0)
-    traders = list(Trader.objects.filter(enabled=True))
+    traders = Trader.objects.filter(enabled=True)
+    traders = list(traders if trader_ids is None else traders.filter(pk__in=trader_ids))
     positions: dict[int, list[Position]] = defaultdict(list)
     for position in Position.objects.filter(trader__in=traders, status=Position.Status.OPEN):
         positions[position.trader_id].append(position)
