@@ -136,14 +136,17 @@ class Pair:
     view: ai_signal.MarketView
 
 
-def signals_process(*, signal_ids: list[int], as_of: datetime | None = None) -> BatchResult:
+def signals_process(
+    *, signal_ids: list[int], as_of: datetime | None = None, now: datetime | None = None
+) -> BatchResult:
     """Route, decide and execute a batch of signals.
 
     A signal is traded only while it is the newest word on its market: once a later candle is
     stored it is superseded and ignored. Freshness is judged on the market-data clock, not the
     wall clock, so live trading, replay and backtests agree; `as_of` (backtests) hides candles
-    stored beyond it."""
-    now = timezone.now()
+    stored beyond it. `now` stamps the orders, fills and positions (default: the wall clock; a
+    backtest passes its market clock)."""
+    now = now or timezone.now()
     result = BatchResult()
     signals = list(
         Signal.objects.filter(pk__in=signal_ids)
