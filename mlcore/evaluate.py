@@ -12,7 +12,9 @@ Trading simulation (per symbol, horizon 4 = 1h at 15m): every 4th sample is a de
 position is +1 / 0 / -1 for an up / flat / down call and is held for 4 candles, earning
 position * (close[t+4] / close[t] - 1). Changing the position costs 0.05% of notional per unit
 changed (0.1% for a round trip; a long-to-short flip pays both sides). The portfolio is the
-equal-weight average of the symbols' period returns.
+equal-weight average of the symbols' period returns. "model_gated" trades the model's call only
+when it passes the signal thresholds the live system applies (confidence >= min_confidence and
+strength >= min_strength, the Predictor's formulas; defaults 0.45 / 0.2 as in the seed's config).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from mlcore.dataset import (
     time_range_mask,
 )
 from mlcore.labels import CLASSES, DOWN, FLAT, HORIZONS, UP, decode_outputs
+from mlcore.predictor import signal_strength
 from mlcore.train import forward_windows, load_frames
 
 FEE_PER_SIDE = 0.0005  # 0.1% round trip
@@ -75,6 +78,8 @@ def evaluate(
     end: pd.Timestamp | None = None,
     out_dir: Path,
     seed: int = 0,
+    min_confidence: float = 0.45,
+    min_strength: float = 0.2,
     progress: bool = True,
 ) -> Evaluation:
     """Score the checkpoint and the baselines on [start, end); write <stem>-eval.json and .png."""
@@ -142,6 +147,16 @@ def evaluate(
         else:
             position = np.select([pred[:, j4] == UP, pred[:, j4] == DOWN], [1.0, -1.0], 0.0)
         pnl[name], curves[name] = _trade(data, position, j4)
+    p4 = decoded.probabilities[:, j4]
+    passes = (p4.max(axis=1) >= min_confidence) & (
+        signal_strength(decoded.returns[:, j4], bands[j4]) >= min_strength
+    )
+    gated = np.select([p4.argmax(axis=1) == UP, p4.argmax(axis=1) == DOWN], [1.0, -1.0], 0.0)
+    pnl["model_gated"], curves["model_gated"] = _trade(data, np.where(passes, gated, 0.0), j4)
+    pnl["model_gated"]["thresholds"] = {
+        "min_confidence": min_confidence,
+        "min_strength": min_strength,
+    }
 
     report = {
         "checkpoint": str(checkpoint),
@@ -152,7 +167,8 @@ def evaluate(
             "requested_from": start.isoformat(),
             "requested_to": None if end is None else end.isoformat(),
         },
-        "training_data_end": ckpt.split.get("data_end"),
+        "training_data_end": ckpt.split["data_end"],
+        "after_training_data": bool(data.times.min() > pd.Timestamp(ckpt.split["data_end"])),
         "samples": {
             name: int((data.symbols == k).sum()) for k, name in enumerate(data.symbol_names)
         },
@@ -371,20 +387,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def summary(report: dict) -> str:
-    """A plain-text table of accuracy / macro-F1 per horizon and the 1h PnL, model vs baselines."""
-    names = list(report["pnl_h4"])
+    """Plain-text table: accuracy / macro-F1 per horizon and the 1h trading result per predictor."""
     lines = [f"{report['version']}  {report['range']['from']} .. {report['range']['to']}"]
     lines.append(
-        f"{'':22}" + "".join(f"{f'h{h} acc/F1':>16}" for h in HORIZONS) + f"{'PnL h4':>10}"
+        f"{'':20}"
+        + "".join(f"{f'h{h} acc/F1':>14}" for h in HORIZONS)
+        + f"{'PnL h4':>10}{'Sharpe':>8}{'maxDD':>8}{'in mkt':>8}"
     )
-    for name in names:
+    for name, pnl in report["pnl_h4"].items():
         cells = "".join(
-            f"{report['horizons'][f'h{h}'][name]['accuracy']:>9.3f}/"
-            f"{report['horizons'][f'h{h}'][name]['macro_f1']:<6.3f}"
+            f"{report['horizons'][f'h{h}'][name]['accuracy']:>8.3f}/"
+            f"{report['horizons'][f'h{h}'][name]['macro_f1']:<5.3f}"
+            if name in report["horizons"][f"h{h}"]
+            else f"{'':14}"
             for h in HORIZONS
         )
-        pnl = report["pnl_h4"][name]["portfolio_total_return"]
-        lines.append(f"{name:22}{cells}{pnl:>+10.2%}")
+        in_market = np.mean([s["time_in_market"] for s in pnl["symbols"].values()])
+        lines.append(
+            f"{name:20}{cells}{pnl['portfolio_total_return']:>+10.2%}"
+            f"{pnl['portfolio_sharpe']:>8.2f}{pnl['portfolio_max_drawdown']:>8.1%}{in_market:>8.0%}"
+        )
     return "\n".join(lines)
 
 

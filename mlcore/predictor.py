@@ -49,6 +49,11 @@ LONG, SHORT, NEUTRAL = "LONG", "SHORT", "NEUTRAL"
 _DIRECTION_BY_CLASS = (SHORT, NEUTRAL, LONG)  # class order is (down, flat, up)
 
 
+def signal_strength(expected_return: np.ndarray | float, band: float) -> np.ndarray:
+    """clip(|expected return| / flat band, 0, 1) - the module docstring's strength formula."""
+    return np.clip(np.abs(expected_return) / band, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class PredictionResult:
     symbol: str
@@ -266,7 +271,7 @@ class Predictor:
             risk={name: float(decoded.risk[k, i]) for i, name in enumerate(RISK_NAMES)},
             direction=_DIRECTION_BY_CLASS[int(p.argmax())],
             confidence=float(p.max()),
-            strength=float(np.clip(abs(expected) / self._bands[j], 0.0, 1.0)),
+            strength=float(signal_strength(expected, self._bands[j])),
             cached=False,
             latency_ms=latency,
         )

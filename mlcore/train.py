@@ -88,6 +88,7 @@ class TrainConfig:
     huber_delta: float = 1.0
     seed: int = 0
     num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    time_budget_s: float | None = None  # no epoch starts that would end after this many seconds
 
     def model_config(self) -> PatchTSTConfig:
         return PatchTSTConfig(
@@ -207,8 +208,10 @@ def train(
         "val": windows("val", config.eval_stride),
         "test": windows("test", config.eval_stride),
     }
-    if len(sets["val"]) == 0:
-        raise ValueError("the validation split is empty: give more candles")
+    if len(sets["train"]) == 0 or len(sets["val"]) == 0:
+        raise ValueError(
+            f"empty split { ({k: len(v) for k, v in sets.items()}) }: give more candles"
+        )
     train_set = sets["train"]
     return_scale = train_set.returns.std(axis=0).astype(np.float64)
     risk_scale = train_set.risk.std(axis=0).astype(np.float64)
@@ -230,8 +233,9 @@ def train(
     )
 
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
-    epoch = 0
+    epoch, stopped = 0, "epochs"
     for epoch in range(1, config.epochs + 1):
+        epoch_started = time.perf_counter()
         model.train()
         order = rng.permutation(len(train_set))
         bar = tqdm(
@@ -262,11 +266,18 @@ def train(
             best_loss, best_epoch = val["loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= config.patience:
+            stopped = "early_stopping"
+            break
+        # Stop before an epoch that would end past the budget (slow or shared machines).
+        now = time.perf_counter()
+        if config.time_budget_s and now - started + (now - epoch_started) > config.time_budget_s:
+            stopped = "time_budget" if epoch < config.epochs else stopped
             break
     model.load_state_dict(best_state)
 
     metrics = {
         "best_epoch": best_epoch,
+        "stopped": stopped,
         "history": history,
         **{
             split: evaluate_split(model, s, loss_fn, batch_size=config.batch_size)

@@ -55,7 +55,7 @@ def test_report_scores_model_and_every_baseline_on_the_same_samples(setup):
 def test_pnl_of_the_baselines_follows_their_definition(setup):
     frames, cut, result = setup
     pnl = result.report["pnl_h4"]
-    assert set(pnl) == {"model", *BASELINES}
+    assert set(pnl) == {"model", "model_gated", *BASELINES}
     flat = pnl["always_flat"]
     assert flat["portfolio_total_return"] == 0.0
     assert all(s["position_changes"] == 0 for s in flat["symbols"].values())
@@ -72,6 +72,9 @@ def test_pnl_of_the_baselines_follows_their_definition(setup):
         net[-1] -= FEE_PER_SIDE
         assert stats["total_return"] == pytest.approx(np.prod(1 + net) - 1, rel=1e-6)  # float32
     assert set(pnl["ema_rsi"]["symbols"]) == set(frames)
+    # The gated model trades a subset of the model's calls.
+    for symbol, stats in pnl["model_gated"]["symbols"].items():
+        assert stats["time_in_market"] <= pnl["model"]["symbols"][symbol]["time_in_market"]
 
 
 def test_files_are_written(setup):
