@@ -11,22 +11,41 @@ import numpy as np
 import pandas as pd
 
 
+def _ewm(values: np.ndarray, *, alpha: float, min_periods: int) -> np.ndarray:
+    """pandas' ewm(alpha, min_periods, adjust=False).mean() down each column of a 2-D array whose
+    NaNs are leading only. One vector step per row beats pandas' per-column loop several times
+    over at 500 columns."""
+    out = np.full(values.shape, np.nan)
+    state = np.full(values.shape[1], np.nan)
+    count = np.zeros(values.shape[1], dtype=np.int64)
+    for i, row in enumerate(values):
+        seen = ~np.isnan(row)
+        state = np.where(np.isnan(state), row, (1 - alpha) * state + alpha * row)
+        count += seen
+        out[i] = np.where(count >= min_periods, state, np.nan)
+    return out
+
+
+def _frame(values: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(values, index=like.index, columns=like.columns)
+
+
 def ema(close: pd.DataFrame, *, span: int) -> pd.DataFrame:
-    return close.ewm(span=span, min_periods=span, adjust=False).mean()
+    return _frame(_ewm(close.to_numpy(), alpha=2 / (span + 1), min_periods=span), close)
 
 
 def rsi(close: pd.DataFrame, *, period: int) -> pd.DataFrame:
-    diff = close.diff()
-    real = close.notna()
+    values = close.to_numpy()
+    diff = np.diff(values, axis=0, prepend=np.nan)
+    real = ~np.isnan(values)
     # ta counts the first candle as a zero move (its diff is NaN); the padding stays NaN.
-    up = diff.where(diff > 0, 0.0).where(real)
-    down = (-diff).where(diff < 0, 0.0).where(real)
-    up_mean = up.ewm(alpha=1 / period, min_periods=period, adjust=False).mean()
-    down_mean = down.ewm(alpha=1 / period, min_periods=period, adjust=False).mean()
-    values = np.where(down_mean == 0, 100.0, 100.0 - 100.0 / (1.0 + up_mean / down_mean))
-    return pd.DataFrame(values, index=close.index, columns=close.columns).where(
-        up_mean.notna() & down_mean.notna()
-    )
+    up = np.where(real, np.where(diff > 0, diff, 0.0), np.nan)
+    down = np.where(real, np.where(diff < 0, -diff, 0.0), np.nan)
+    up_mean = _ewm(up, alpha=1 / period, min_periods=period)
+    down_mean = _ewm(down, alpha=1 / period, min_periods=period)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.where(down_mean == 0, 100.0, 100.0 - 100.0 / (1.0 + up_mean / down_mean))
+    return _frame(np.where(np.isnan(up_mean) | np.isnan(down_mean), np.nan, values), close)
 
 
 def atr(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame, *, period: int) -> pd.DataFrame:

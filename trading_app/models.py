@@ -273,7 +273,10 @@ class TradeDecision(models.Model):
         REJECTED = "REJECTED", "rejected by the risk manager"
         SKIPPED = "SKIPPED", "nothing to do"
 
-    trader = models.ForeignKey(Trader, on_delete=models.CASCADE, related_name="decisions")
+    # db_index off: the unique (trader, signal) index serves lookups by trader.
+    trader = models.ForeignKey(
+        Trader, on_delete=models.CASCADE, related_name="decisions", db_index=False
+    )
     signal = models.ForeignKey(Signal, on_delete=models.CASCADE, related_name="trade_decisions")
     market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="+")
     action = models.CharField(max_length=8, choices=Action.choices)
@@ -321,7 +324,10 @@ class Position(models.Model):
 
     ACTIVE = (Status.PENDING, Status.OPEN)
 
-    trader = models.ForeignKey(Trader, on_delete=models.CASCADE, related_name="positions")
+    # db_index off: the (trader, status) index serves lookups by trader.
+    trader = models.ForeignKey(
+        Trader, on_delete=models.CASCADE, related_name="positions", db_index=False
+    )
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
     signal = models.ForeignKey(
         Signal, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -389,7 +395,10 @@ class Order(models.Model):
     client_order_id = models.CharField(
         max_length=36, unique=True, help_text="idempotency key, sent to the exchange"
     )
-    trader = models.ForeignKey(Trader, on_delete=models.CASCADE, related_name="orders")
+    # db_index off: the (trader, -created_at) index serves lookups by trader.
+    trader = models.ForeignKey(
+        Trader, on_delete=models.CASCADE, related_name="orders", db_index=False
+    )
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
     signal = models.ForeignKey(
         Signal, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"

@@ -1,13 +1,15 @@
 """Read-side queries of trading_app, shaped for batches: one query per kind of data."""
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
-from django.db.models import F, Window
+import psycopg
+from django.db import connection
+from django.db.models import Count, F, Q, Sum, Window
 from django.db.models.functions import RowNumber
 
 from signals_app.models import Candle, Market
@@ -15,62 +17,102 @@ from trading_app.models import Position, Trader
 
 # Candles fetched per market for the indicators: enough for EMA/RSI/ATR to settle.
 MIN_LOOKBACK = 100
-# The time bound that keeps the candle query on the index allows this many missing candles.
-GAP_ALLOWANCE = 3
+# The time bound that keeps the portable candle query on the index allows this many missing ones.
+GAP_ALLOWANCE = 1.5
+PRICE_COLUMNS = ("high", "low", "close")
+# PostgreSQL: one backward index scan per market, LIMIT n (no sort of the whole range).
+LATEST_CANDLES_SQL = """
+SELECT m.id, c.rank, c.high, c.low, c.close
+FROM unnest(%s::bigint[]) AS m(id)
+CROSS JOIN LATERAL (
+    SELECT high, low, close, row_number() OVER (ORDER BY open_time DESC) AS rank
+    FROM signals_app_candle
+    WHERE market_id = m.id AND open_time <= %s
+    ORDER BY open_time DESC
+    LIMIT %s
+) AS c
+"""
 
 
 @dataclass(frozen=True)
 class CandleFrames:
     """Wide frames, one column per market id, aligned on the last row (see indicators)."""
 
-    open: pd.DataFrame
     high: pd.DataFrame
     low: pd.DataFrame
     close: pd.DataFrame
-    latest_time: dict[int, datetime]
 
-    def latest_price(self, market_id: int) -> Decimal | None:
-        if market_id not in self.close.columns:
-            return None
-        return Decimal(repr(float(self.close[market_id].iloc[-1])))
+    def latest_closes(self) -> dict[int, float]:
+        return {k: v for k, v in self.close.iloc[-1].items() if not np.isnan(v)}
 
 
-def candle_frames(*, markets: Iterable[Market], lookback: int, until: datetime) -> CandleFrames:
-    """The last `lookback` closed candles of each market up to `until`, in one query."""
-    markets = list(markets)
-    if not markets:
-        empty = pd.DataFrame()
-        return CandleFrames(empty, empty, empty, empty, {})
-    step = max(pd.Timedelta(m.timeframe) for m in markets)
-    since = until - step * lookback * GAP_ALLOWANCE
-    rows = (
-        Candle.objects.filter(market__in=markets, open_time__gte=since, open_time__lte=until)
+def _latest_candle_rows(market_ids: list[int], *, lookback: int, until: datetime, step) -> list:
+    """(market id, rank from the newest, high, low, close) rows."""
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()
+        # A plain (server-binding) psycopg cursor on Django's connection: binary results, which
+        # decode 50,000 floats several times faster than text.
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(LATEST_CANDLES_SQL, [market_ids, until, lookback], binary=True)
+            return cursor.fetchall()
+    since = until - step * int(lookback * GAP_ALLOWANCE)
+    ranked = (
+        Candle.objects.filter(market_id__in=market_ids, open_time__gte=since, open_time__lte=until)
         .annotate(
             rank=Window(RowNumber(), partition_by=[F("market_id")], order_by=F("open_time").desc())
         )
         .filter(rank__lte=lookback)
-        .values_list("market_id", "rank", "open_time", "open", "high", "low", "close")
+        .values_list("market_id", "rank", *PRICE_COLUMNS)
     )
-    by_column: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    latest_time: dict[int, datetime] = {}
-    for market_id, rank, open_time, open_, high, low, close in rows:
-        position = lookback - rank  # last row = newest candle
-        by_column["open"][market_id][position] = open_
-        by_column["high"][market_id][position] = high
-        by_column["low"][market_id][position] = low
-        by_column["close"][market_id][position] = close
-        if rank == 1:
-            latest_time[market_id] = open_time
-    index = pd.RangeIndex(lookback)
-    frames = {
-        name: pd.DataFrame(columns, index=index, dtype="float64")
-        for name, columns in ((name, by_column[name]) for name in ("open", "high", "low", "close"))
+    return list(ranked)
+
+
+def candle_frames(*, markets: Iterable[Market], lookback: int, until: datetime) -> CandleFrames:
+    """The last `lookback` closed candles of each market up to `until`, in one query, straight
+    into numpy (through ORM rows a batch of 500 markets x 100 candles took most of its time)."""
+    markets = list(markets)
+    market_ids = np.array(sorted(m.pk for m in markets), dtype=np.int64)
+    step = max((pd.Timedelta(m.timeframe) for m in markets), default=pd.Timedelta(0))
+    rows = _latest_candle_rows(market_ids.tolist(), lookback=lookback, until=until, step=step)
+    table = np.array(rows, dtype="float64").reshape(-1, 2 + len(PRICE_COLUMNS))
+    column = np.searchsorted(market_ids, table[:, 0].astype(np.int64))
+    row = lookback - table[:, 1].astype(np.int64)  # rank 1 (newest) -> last row
+    frames = {}
+    for k, name in enumerate(PRICE_COLUMNS):
+        grid = np.full((lookback, len(market_ids)), np.nan)
+        grid[row, column] = table[:, 2 + k]
+        frames[name] = pd.DataFrame(grid, columns=market_ids)
+    return CandleFrames(**frames)
+
+
+def active_positions(*, trader_ids: Iterable[int], market_ids: Iterable[int]) -> list[Position]:
+    return list(
+        Position.objects.filter(
+            trader_id__in=trader_ids, market_id__in=market_ids, status__in=Position.ACTIVE
+        )
+    )
+
+
+@dataclass(frozen=True)
+class PositionTotals:
+    active: int = 0  # PENDING + OPEN positions
+    open_value: Decimal = Decimal(0)  # unrealised PnL net of paid fees of the OPEN ones
+
+
+def position_totals(*, trader_ids: Iterable[int]) -> dict[int, PositionTotals]:
+    """Per trader, in one aggregate query (not one row object per position)."""
+    rows = (
+        Position.objects.filter(trader_id__in=trader_ids, status__in=Position.ACTIVE)
+        .values("trader_id")
+        .annotate(
+            active=Count("id"),
+            open_value=Sum(F("unrealized_pnl") - F("fees"), filter=Q(status=Position.Status.OPEN)),
+        )
+    )
+    return {
+        row["trader_id"]: PositionTotals(row["active"], row["open_value"] or Decimal(0))
+        for row in rows
     }
-    return CandleFrames(**frames, latest_time=latest_time)
-
-
-def active_positions(*, trader_ids: Iterable[int]) -> list[Position]:
-    return list(Position.objects.filter(trader_id__in=trader_ids, status__in=Position.ACTIVE))
 
 
 def trader_equity(*, trader: Trader, positions: Iterable[Position]) -> Decimal:

@@ -18,20 +18,22 @@ from decimal import Decimal
 
 import pandas as pd
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from signals_app.models import Candle, Market, Signal
 from trading_app import ai_signal, indicators, risk
+from trading_app.bulk import insert_rows, update_rows
 from trading_app.exchanges import TemporaryExchangeError, adapter_for
 from trading_app.exchanges.paper import PaperExchange, paper_balance
 from trading_app.models import Balance, ExchangeAccount, Order, Position, TradeDecision, Trader
 from trading_app.selectors import (
     MIN_LOOKBACK,
     CandleFrames,
+    PositionTotals,
     active_positions,
     candle_frames,
-    trader_equity,
+    position_totals,
 )
 from trading_app.services.orders import (
     client_order_id,
@@ -82,34 +84,34 @@ def rules_of(trader: Trader) -> ai_signal.IndicatorRules:
     )
 
 
-def _last(frame: pd.DataFrame, market_id: int) -> float | None:
-    if market_id not in frame.columns:
-        return None
-    value = frame[market_id].iloc[-1]
-    return None if pd.isna(value) else float(value)
+def _last_values(frame: pd.DataFrame) -> dict[int, float]:
+    """market id -> the last row's value, NaN (too little history) left out."""
+    return {k: float(v) for k, v in frame.iloc[-1].items() if not pd.isna(v)}
 
 
 class MarketViews:
     """Latest RSI/EMA/ATR per market for each distinct indicator setting of the batch's traders."""
 
     def __init__(self, frames: CandleFrames, traders: list[Trader]):
-        self.frames = frames
         close = frames.close
-        self.rsi = {p: indicators.rsi(close, period=p) for p in {t.rsi_period for t in traders}}
+        self.price = frames.latest_closes()
+        self.rsi = {
+            p: _last_values(indicators.rsi(close, period=p))
+            for p in {t.rsi_period for t in traders}
+        }
         spans = {t.ema_short for t in traders} | {t.ema_long for t in traders}
-        self.ema = {s: indicators.ema(close, span=s) for s in spans}
-        self.atr = indicators.atr(frames.high, frames.low, close, period=ATR_PERIOD)
+        self.ema = {s: _last_values(indicators.ema(close, span=s)) for s in spans}
+        self.atr = _last_values(indicators.atr(frames.high, frames.low, close, period=ATR_PERIOD))
 
     def view(
         self, *, market_id: int, trader: Trader, fallback_price: Decimal
     ) -> ai_signal.MarketView:
-        price = self.frames.latest_price(market_id) or fallback_price
         return ai_signal.MarketView(
-            price=float(price),
-            rsi=_last(self.rsi[trader.rsi_period], market_id),
-            ema_short=_last(self.ema[trader.ema_short], market_id),
-            ema_long=_last(self.ema[trader.ema_long], market_id),
-            atr=_last(self.atr, market_id),
+            price=self.price.get(market_id, float(fallback_price)),
+            rsi=self.rsi[trader.rsi_period].get(market_id),
+            ema_short=self.ema[trader.ema_short].get(market_id),
+            ema_long=self.ema[trader.ema_long].get(market_id),
+            atr=self.atr.get(market_id),
         )
 
 
@@ -218,29 +220,27 @@ def signals_process(
 
 
 def _newest_candles(signals: list[Signal], *, as_of: datetime | None) -> dict[int, datetime]:
-    """market id -> open time of its newest candle, for markets with one newer than a signal."""
-    if not signals:
-        return {}
-    newer = Candle.objects.filter(
-        market_id__in={s.market_id for s in signals},
-        open_time__gt=min(s.candle_time for s in signals),
-    )
+    """market id -> open time of its newest stored candle (one index probe per market)."""
+    newest = Candle.objects.filter(market=OuterRef("pk"))
     if as_of is not None:
-        newer = newer.filter(open_time__lte=as_of)
-    return dict(
-        newer.values("market_id")
-        .annotate(newest=Max("open_time"))
-        .values_list("market_id", "newest")
+        newest = newest.filter(open_time__lte=as_of)
+    rows = (
+        Market.objects.filter(pk__in={s.market_id for s in signals})
+        .annotate(newest=Subquery(newest.order_by("-open_time").values("open_time")[:1]))
+        .values_list("pk", "newest")
     )
+    return {pk: time for pk, time in rows if time is not None}
 
 
 class _Book:
-    """A trader's state while a batch is decided: open positions, equity, and what changed."""
+    """A trader's state while a batch is decided: its active positions on the batch's markets,
+    how many it holds in all, its equity, and what the batch changed."""
 
-    def __init__(self, trader: Trader, positions: list[Position]):
+    def __init__(self, trader: Trader, positions: list[Position], totals: PositionTotals):
         self.trader = trader
         self.open = {p.market_id: p for p in positions}
-        self.equity = trader_equity(trader=trader, positions=positions)
+        self.active = totals.active
+        self.equity = trader.initial_capital + trader.realized_pnl + totals.open_value
         self.realized = Decimal(0)
         self.halt_reason = ""
 
@@ -252,9 +252,14 @@ def _books(pairs: list[Pair], *, lock: bool) -> dict[int, _Book]:
         traders = traders.select_for_update()
     fresh = {t.pk: t for t in traders}
     positions: dict[int, list[Position]] = defaultdict(list)
-    for position in active_positions(trader_ids=trader_ids):
+    markets = {p.signal.market_id for p in pairs}
+    for position in active_positions(trader_ids=trader_ids, market_ids=markets):
         positions[position.trader_id].append(position)
-    return {tid: _Book(trader, positions[tid]) for tid, trader in fresh.items()}
+    totals = position_totals(trader_ids=trader_ids)
+    return {
+        tid: _Book(trader, positions[tid], totals.get(tid, PositionTotals()))
+        for tid, trader in fresh.items()
+    }
 
 
 def _lot(market: Market) -> risk.LotRules:
@@ -345,7 +350,7 @@ def _plan(
         plan.reasons.append(f"rejected: {exc}")
         return plan
     try:
-        open_count = len(book.open) - (1 if existing is not None else 0)
+        open_count = book.active - (1 if existing is not None else 0)
         risk.check_max_positions(open_positions=open_count, max_positions=trader.max_positions)
         amount = risk.position_amount(
             equity=book.equity,
@@ -422,6 +427,7 @@ def _execute_paper(
                 if step is None:
                     continue
                 order, position = step
+                counted = position.unrealized_pnl - position.fees  # in equity until now
                 fill = exchange.fill(order_request(order), price=pair.price, at=now)
                 order.attempts, order.submitted_at = 1, now
                 pnl = fill_apply(
@@ -432,24 +438,26 @@ def _execute_paper(
                 if order.purpose == Order.Purpose.OPEN:
                     new_positions.append(position)
                     book.open[position.market_id] = position
+                    book.active += 1
                     book.equity -= position.fees
                 else:
                     closed_positions.append(position)
                     del book.open[position.market_id]
+                    book.active -= 1
                     book.realized += pnl
-                    book.equity += pnl - (position.unrealized_pnl - position.fees)
+                    book.equity += pnl - counted
             decisions.append(_decision_row(pair, outcome=_outcome(plan), reasons=plan.reasons))
             result.outcomes[_outcome(plan)] += 1
             result.rejected += plan.rejected
 
-        Position.objects.bulk_update(
+        update_rows(
             closed_positions,
             ["status", "exit_price", "fees", "realized_pnl", "unrealized_pnl", "closed_at",
              "close_reason", "updated_at"],
         )  # fmt: skip
-        Position.objects.bulk_create(new_positions)
-        Order.objects.bulk_create(orders)
-        TradeDecision.objects.bulk_create(decisions)
+        insert_rows(new_positions)
+        insert_rows(orders)
+        insert_rows(decisions)
         Balance.objects.filter(pk=balance.pk).update(
             free=balance.free, used=balance.used, updated_at=now
         )
@@ -525,6 +533,7 @@ def _execute_exchange(
                 closes.append(order)
                 attempted[pair.signal.pk] += 1
                 del book.open[pair.signal.market_id]
+                book.active -= 1
             if plan.entry is not None:
                 order, position = plan.entry
                 attempted[pair.signal.pk] += 1
@@ -538,6 +547,7 @@ def _execute_exchange(
                     order.save()
                     entries.append(order)
                 book.open[pair.signal.market_id] = position
+                book.active += 1
             decisions.append(_decision_row(pair, outcome=_outcome(plan), reasons=plan.reasons))
             result.outcomes[_outcome(plan)] += 1
             result.rejected += plan.rejected
