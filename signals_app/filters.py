@@ -1,15 +1,38 @@
 """Query-string filters of the signals_app API (django-filter)."""
 
+from datetime import UTC
+
 import django_filters
+from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
 
 from signals_app.models import ModelVersion, Prediction, Signal
 
 
+class InstantField(IsoDateTimeField):
+    """An ISO 8601 instant, converted to UTC while validating: PostgreSQL refuses offsets beyond
+    +-15:59 that Python accepts (e.g. -16:25), and the conversion itself may leave datetime's
+    range (year 1 at +05:00); both are a 400 here instead of a failed query."""
+
+    def to_python(self, value):
+        instant = super().to_python(value)
+        if instant is None:
+            return None
+        try:
+            return instant.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError(f"{value} is out of range", code="invalid") from None
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):
+    field_class = InstantField
+
+
 class PredictionFilter(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(
+    since = InstantFilter(
         field_name="candle_time", lookup_expr="gte", label="candle time from (ISO 8601, inclusive)"
     )
-    until = django_filters.IsoDateTimeFilter(
+    until = InstantFilter(
         field_name="candle_time", lookup_expr="lte", label="candle time up to (ISO 8601, inclusive)"
     )
     model_version = django_filters.ModelChoiceFilter(
@@ -27,8 +50,8 @@ class PredictionFilter(django_filters.FilterSet):
 class SignalFilter(django_filters.FilterSet):
     symbol = django_filters.CharFilter(field_name="market__symbol")
     exchange = django_filters.CharFilter(field_name="market__exchange")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    since = InstantFilter(field_name="created_at", lookup_expr="gte")
+    until = InstantFilter(field_name="created_at", lookup_expr="lte")
     min_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
 
     class Meta:

@@ -1,5 +1,7 @@
 """The ML API: status, on-demand signals, predictions, metrics, signals (parse, call, shape)."""
 
+import re
+
 from celery import current_app
 from celery.exceptions import TimeoutError as TaskTimeout
 from celery.result import AsyncResult
@@ -37,6 +39,7 @@ GENERATE_SIGNAL_TASK = "signals_app.tasks.generate_signal"
 # How long POST generate-signal holds the request before answering 202 with a task URL.
 GENERATE_SIGNAL_WAIT = 5.0
 _TASK_KEY = "ml-task:{}"
+SYMBOL = re.compile(r"[A-Za-z0-9._-]{1,32}")
 STATUS_CACHE_KEY = "ml-status"
 STATUS_FRESH_FOR = 2
 
@@ -186,6 +189,8 @@ class PredictionListView(generics.ListAPIView):
 
     def get_queryset(self):
         symbol = self.kwargs["symbol"]
+        if not SYMBOL.fullmatch(symbol):  # e.g. a NUL byte, which PostgreSQL refuses outright
+            raise NotFound(f"unknown symbol {symbol!r}: symbols are letters, digits and ._-")
         # Markets first: with `market_id IN (...)` PostgreSQL walks the (market, candle_time)
         # index backwards and stops after one page; a join on the symbol sorts every row.
         self.markets = {market.pk: market for market in Market.objects.filter(symbol=symbol)}

@@ -2,14 +2,15 @@
 
 import django_filters
 
+from signals_app.filters import InstantFilter
 from trading_app.models import Order, Position, Trader
 
 
 class OrderFilter(django_filters.FilterSet):
     trader_name = django_filters.CharFilter(field_name="trader__name")
     symbol = django_filters.CharFilter(field_name="market__symbol")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    since = InstantFilter(field_name="created_at", lookup_expr="gte")
+    until = InstantFilter(field_name="created_at", lookup_expr="lte")
 
     class Meta:
         model = Order
@@ -22,8 +23,8 @@ class OrderFilter(django_filters.FilterSet):
 class PositionFilter(django_filters.FilterSet):
     trader_name = django_filters.CharFilter(field_name="trader__name")
     symbol = django_filters.CharFilter(field_name="market__symbol")
-    since = django_filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="lte")
+    since = InstantFilter(field_name="opened_at", lookup_expr="gte")
+    until = InstantFilter(field_name="opened_at", lookup_expr="lte")
 
     class Meta:
         model = Position

@@ -7,6 +7,15 @@ from signals_app.models import Market
 from trading_app.models import ExchangeAccount, Order, Position, Trader
 
 
+class AccountField(serializers.SlugRelatedField):
+    """An exchange account by name. A NUL byte is refused before PostgreSQL sees it."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
+
+
 class SymbolsField(serializers.ListField):
     """The trader's markets as exchange symbols (traders.yaml `symbols`)."""
 
@@ -24,7 +33,7 @@ class TraderSerializer(serializers.ModelSerializer):
         child=serializers.CharField(max_length=32), allow_empty=False,
         help_text="markets of the account's exchange, e.g. BTCUSDT",
     )  # fmt: skip
-    account = serializers.SlugRelatedField(
+    account = AccountField(
         slug_field="name", queryset=ExchangeAccount.objects.all(),
         help_text="exchange account name (the paper account by default: paper-bybit)",
     )  # fmt: skip

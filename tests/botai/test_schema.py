@@ -27,3 +27,10 @@ def test_docs_page_loads_its_assets_locally(client):
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert client.get("/api/schema/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_unknown_api_paths_are_404_with_a_message(client):
+    response = client.post("/api/v1/traders/.")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no API endpoint at /api/v1/traders/. (see /api/docs/)"}

@@ -173,6 +173,9 @@ def test_predictions_unknown_symbol_is_404_with_its_name():
     response = APIClient().get("/api/v1/ml/predictions/NOPEUSDT")
     assert response.status_code == 404
     assert response.json() == {"detail": "unknown symbol 'NOPEUSDT'"}
+    response = APIClient().get("/api/v1/ml/predictions/BTC%00USDT")  # found by the API fuzz test
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("unknown symbol 'BTC\\x00USDT'")
 
 
 def test_predictions_bad_filters_are_400_with_messages():
@@ -338,6 +341,7 @@ def test_metrics_over_a_window():
         ("yesterday", "window must look like 15m, 1h, 24h or 7d"),
         ("0h", "window must look like 15m, 1h, 24h or 7d"),
         ("91d", "window 91d is longer than 90d"),
+        ("1000000000d", "window 1000000000d is longer than 90d"),  # no timedelta overflow
     ],
 )
 def test_metrics_rejects_a_bad_window(window, message):
@@ -352,3 +356,20 @@ def test_prediction_fast_representation_matches_the_generic_one():
     for prediction in Prediction.objects.filter(pk__in=[r.pk for r in rows]):
         generic = serializers.ModelSerializer.to_representation(serializer, prediction)
         assert serializer.to_representation(prediction) == generic
+
+
+@pytest.mark.parametrize(
+    ("since", "status"),
+    [
+        ("0086-09-26T13:38:01-16:25", 200),  # an offset PostgreSQL refuses: sent as UTC
+        ("0001-01-01T00:00:00+05:00", 400),  # before datetime.min once in UTC
+    ],
+)
+def test_time_filters_accept_any_offset_python_accepts(since, status):
+    """Found by the API fuzz test: both used to fail the query (500)."""
+    _three_predictions()
+    response = APIClient().get("/api/v1/ml/predictions/BTCUSDT", {"since": since})
+    assert response.status_code == status, response.json()
+    if status == 400:
+        assert response.json() == {"since": [f"{since} is out of range"]}
+    assert APIClient().get("/api/v1/signals", {"until": since}).status_code == status

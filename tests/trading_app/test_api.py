@@ -76,7 +76,7 @@ def test_staff_creates_reads_updates_a_trader(staff_client, markets, account):
         (
             {"stop_loss_percentage": 6},
             "take_profit_percentage",
-            "take profit must be above the stop loss (6.0%) (got 5.0)",
+            "take profit must be above the stop loss (6%) (got 5)",
         ),
         ({"rsi_oversold": 80}, "rsi_overbought", "RSI overbought must be above oversold"),
         ({"ema_short": 30}, "ema_long", "EMA long period must be longer than the short one"),
@@ -87,6 +87,7 @@ def test_staff_creates_reads_updates_a_trader(staff_client, markets, account):
         ({"symbols": ["BTCUSDT", "NOPEUSDT"]}, "symbols", "no bybit market for NOPEUSDT"),
         ({"symbols": []}, "symbols", "may not be empty"),
         ({"account": "missing"}, "account", "does not exist"),
+        ({"account": "paper\x00"}, "account", "does not exist"),  # never reaches PostgreSQL
     ],
 )
 def test_invalid_trader_is_400_naming_field_and_rule(
