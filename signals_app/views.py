@@ -1,5 +1,6 @@
 """The ML API: status, on-demand signals, predictions, metrics, signals (parse, call, shape)."""
 
+import hashlib
 import re
 
 from celery import current_app
@@ -7,6 +8,7 @@ from celery.exceptions import TimeoutError as TaskTimeout
 from celery.result import AsyncResult
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -42,6 +44,7 @@ _TASK_KEY = "ml-task:{}"
 SYMBOL = re.compile(r"[A-Za-z0-9._-]{1,32}")
 STATUS_CACHE_KEY = "ml-status"
 STATUS_FRESH_FOR = 2
+PAGE_FRESH_FOR = 2
 
 MESSAGE = OpenApiResponse(response=OpenApiTypes.OBJECT, description='{"detail": "what was wrong"}')
 
@@ -199,6 +202,19 @@ class PredictionListView(generics.ListAPIView):
         return Prediction.objects.filter(market_id__in=self.markets)
 
     def list(self, request, *args, **kwargs):
+        renderer = request.accepted_renderer
+        if renderer.format != "json":  # the browsable page, for people: built every time
+            return Response(self._page(request))
+        # A market gets a new prediction once a candle: a page's JSON is served from the cache
+        # for PAGE_FRESH_FOR seconds (keyed by its full URL), then built again.
+        key = "ml-predictions:" + hashlib.sha256(request.build_absolute_uri().encode()).hexdigest()
+        body = cache.get(key)
+        if body is None:
+            body = renderer.render(self._page(request), renderer.media_type)
+            cache.set(key, body, timeout=PAGE_FRESH_FOR)
+        return HttpResponse(body, content_type=renderer.media_type)
+
+    def _page(self, request) -> dict:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         # Markets and versions attached from two small lookups: select_related would build
         # both objects again for every row (half the CPU of a page).
@@ -206,7 +222,7 @@ class PredictionListView(generics.ListAPIView):
         for prediction in page:
             prediction.market = self.markets[prediction.market_id]
             prediction.model_version = versions[prediction.model_version_id]
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data).data
 
 
 class SignalViewSet(viewsets.ReadOnlyModelViewSet):

@@ -1,5 +1,6 @@
 """The ML API against real PostgreSQL and Redis: status, predictions, signals, generate-signal."""
 
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -11,9 +12,7 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from signals_app import views
-from signals_app.ml_status import MODEL_PROBE_KEY
 from signals_app.models import CycleRun, Market, MLConfig, ModelVersion, Prediction, Signal
-from signals_app.probes import forget_probes
 from signals_app.serializers import PredictionSerializer
 
 pytestmark = pytest.mark.django_db
@@ -23,13 +22,12 @@ QUARTER = timedelta(minutes=15)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_status():
-    keys = [MODEL_PROBE_KEY, views.STATUS_CACHE_KEY]
-    forget_probes()
-    cache.delete_many(keys)
+def _empty_cache():
+    """Cached status answers, probes and prediction pages of an earlier test must not be
+    served (the test Redis database is this run's own; no worker runs in this module)."""
+    cache.clear()
     yield
-    forget_probes()
-    cache.delete_many(keys)
+    cache.clear()
 
 
 @pytest.fixture
@@ -154,6 +152,18 @@ def test_predictions_newest_first_across_cursor_pages():
     second = client.get(first["next"]).json()
     assert [p["id"] for p in second["results"]] == [rows[0].pk]
     assert second["next"] is None
+
+
+def test_a_predictions_page_is_cached_for_two_seconds():
+    market, version = make_market(), make_version()
+    make_prediction(market, version, T0)
+    client = APIClient()
+    assert len(client.get("/api/v1/ml/predictions/BTCUSDT").json()["results"]) == 1
+    make_prediction(market, version, T0 + QUARTER)
+    assert len(client.get("/api/v1/ml/predictions/BTCUSDT").json()["results"]) == 1
+    assert len(client.get("/api/v1/ml/predictions/BTCUSDT?page_size=9").json()["results"]) == 2
+    time.sleep(views.PAGE_FRESH_FOR + 0.1)
+    assert len(client.get("/api/v1/ml/predictions/BTCUSDT").json()["results"]) == 2
 
 
 def test_predictions_filter_by_time_range_and_model_version():
