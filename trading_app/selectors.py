@@ -20,16 +20,21 @@ MIN_LOOKBACK = 100
 # The time bound that keeps the portable candle query on the index allows this many missing ones.
 GAP_ALLOWANCE = 1.5
 PRICE_COLUMNS = ("high", "low", "close")
-# PostgreSQL: one backward index scan per market, LIMIT n (no sort of the whole range).
+# PostgreSQL: one backward index scan per market (LIMIT n, no sort of a whole range), each
+# market's prices as arrays, newest first.
 LATEST_CANDLES_SQL = """
-SELECT m.id, c.rank, c.high, c.low, c.close
+SELECT m.id, c.high, c.low, c.close
 FROM unnest(%s::bigint[]) AS m(id)
 CROSS JOIN LATERAL (
-    SELECT high, low, close, row_number() OVER (ORDER BY open_time DESC) AS rank
-    FROM signals_app_candle
-    WHERE market_id = m.id AND open_time <= %s
-    ORDER BY open_time DESC
-    LIMIT %s
+    SELECT array_agg(high ORDER BY open_time DESC) AS high,
+           array_agg(low ORDER BY open_time DESC) AS low,
+           array_agg(close ORDER BY open_time DESC) AS close
+    FROM (
+        SELECT open_time, high, low, close FROM signals_app_candle
+        WHERE market_id = m.id AND open_time <= %s
+        ORDER BY open_time DESC
+        LIMIT %s
+    ) AS newest
 ) AS c
 """
 
@@ -46,15 +51,23 @@ class CandleFrames:
         return {k: v for k, v in self.close.iloc[-1].items() if not np.isnan(v)}
 
 
-def _latest_candle_rows(market_ids: list[int], *, lookback: int, until: datetime, step) -> list:
-    """(market id, rank from the newest, high, low, close) rows."""
-    if connection.vendor == "postgresql":
-        connection.ensure_connection()
-        # A plain (server-binding) psycopg cursor on Django's connection: binary results, which
-        # decode 50,000 floats several times faster than text.
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(LATEST_CANDLES_SQL, [market_ids, until, lookback], binary=True)
-            return cursor.fetchall()
+def _fill_postgresql(grids: list[np.ndarray], market_ids: list[int], *, until: datetime) -> None:
+    lookback = grids[0].shape[0]
+    connection.ensure_connection()
+    # A plain (server-binding) psycopg cursor on Django's connection: binary float8 arrays decode
+    # in C, ten times less CPU than 50,000 text rows.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(LATEST_CANDLES_SQL, [market_ids, until, lookback], binary=True)
+        for column, (_, *prices) in enumerate(cursor.fetchall()):
+            for grid, values in zip(grids, prices, strict=True):
+                if values:
+                    grid[lookback - len(values) :, column] = values[::-1]
+
+
+def _fill_portable(
+    grids: list[np.ndarray], market_ids: list[int], *, until: datetime, step: pd.Timedelta
+) -> None:
+    lookback = grids[0].shape[0]
     since = until - step * int(lookback * GAP_ALLOWANCE)
     ranked = (
         Candle.objects.filter(market_id__in=market_ids, open_time__gte=since, open_time__lte=until)
@@ -64,25 +77,25 @@ def _latest_candle_rows(market_ids: list[int], *, lookback: int, until: datetime
         .filter(rank__lte=lookback)
         .values_list("market_id", "rank", *PRICE_COLUMNS)
     )
-    return list(ranked)
+    table = np.array(list(ranked), dtype="float64").reshape(-1, 2 + len(PRICE_COLUMNS))
+    column = np.searchsorted(market_ids, table[:, 0].astype(np.int64))
+    row = lookback - table[:, 1].astype(np.int64)  # rank 1 (newest) -> last row
+    for k, grid in enumerate(grids):
+        grid[row, column] = table[:, 2 + k]
 
 
 def candle_frames(*, markets: Iterable[Market], lookback: int, until: datetime) -> CandleFrames:
     """The last `lookback` closed candles of each market up to `until`, in one query, straight
     into numpy (through ORM rows a batch of 500 markets x 100 candles took most of its time)."""
     markets = list(markets)
-    market_ids = np.array(sorted(m.pk for m in markets), dtype=np.int64)
-    step = max((pd.Timedelta(m.timeframe) for m in markets), default=pd.Timedelta(0))
-    rows = _latest_candle_rows(market_ids.tolist(), lookback=lookback, until=until, step=step)
-    table = np.array(rows, dtype="float64").reshape(-1, 2 + len(PRICE_COLUMNS))
-    column = np.searchsorted(market_ids, table[:, 0].astype(np.int64))
-    row = lookback - table[:, 1].astype(np.int64)  # rank 1 (newest) -> last row
-    frames = {}
-    for k, name in enumerate(PRICE_COLUMNS):
-        grid = np.full((lookback, len(market_ids)), np.nan)
-        grid[row, column] = table[:, 2 + k]
-        frames[name] = pd.DataFrame(grid, columns=market_ids)
-    return CandleFrames(**frames)
+    market_ids = sorted(m.pk for m in markets)
+    grids = [np.full((lookback, len(market_ids)), np.nan) for _ in PRICE_COLUMNS]
+    if market_ids and connection.vendor == "postgresql":
+        _fill_postgresql(grids, market_ids, until=until)
+    elif market_ids:
+        step = max(pd.Timedelta(m.timeframe) for m in markets)
+        _fill_portable(grids, market_ids, until=until, step=step)
+    return CandleFrames(*(pd.DataFrame(grid, columns=market_ids) for grid in grids))
 
 
 def active_positions(*, trader_ids: Iterable[int], market_ids: Iterable[int]) -> list[Position]:

@@ -274,3 +274,17 @@ def test_reversal_on_the_exchange_closes_before_it_opens(setup, bybit):
     assert (old.status, old.close_reason) == (Position.Status.CLOSED, "SIGNAL")
     assert old.realized_pnl == -old.fees  # filled at the same price: the fees are the loss
     assert (new.side, new.status) == ("SHORT", Position.Status.PENDING)
+
+
+def test_opposite_signal_waits_for_a_pending_entry(setup, bybit):
+    trader, market = setup
+    signals_process(signal_ids=[f.signal(market).pk])  # entry accepted, not yet reported filled
+    f.advance(market)
+    short = f.signal(market, type="SHORT")
+
+    signals_process(signal_ids=[short.pk])
+
+    assert len(bybit.creates) == 1  # no reduce-only close for a position not filled yet
+    decision = short.trade_decisions.get()
+    assert decision.outcome == "SKIPPED"
+    assert "the LONG entry on BTCUSDT is still pending" in decision.reasons[-1]

@@ -322,6 +322,10 @@ def _plan(
     if existing is not None and existing.side == decision.action:
         plan.reasons.append(f"already {existing.side} on {market.symbol}: nothing to do")
         return plan
+    if existing is not None and existing.status == Position.Status.PENDING:
+        # Its entry order has not filled yet: there is nothing to close until it has.
+        plan.reasons.append(f"the {existing.side} entry on {market.symbol} is still pending")
+        return plan
     if existing is not None:
         order = Order(
             client_order_id=client_order_id(
