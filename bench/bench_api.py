@@ -31,6 +31,8 @@ DATABASE_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 ENDPOINTS = ("/api/v1/ml/status", "/api/v1/ml/predictions/BTCUSDT")
+# Every request a distinct URL: each one builds its page (no response cache), for reference.
+UNCACHED = "/api/v1/ml/predictions/BTCUSDT?request={i}"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "DOTUSDT",
            "LINKUSDT")  # fmt: skip
 DAYS_OF_HISTORY = 30  # 15m predictions per market: 2880 rows each, ~26k in all
@@ -228,11 +230,11 @@ async def drive(*, port: int, master: int, path: str, rate: float, seconds: floa
     latencies: list[float] = []
     errors = 0
 
-    async def one(scheduled: float) -> None:
+    async def one(scheduled: float, index: int) -> None:
         nonlocal errors
         connection = pool.pop() if pool else Connection(port)
         try:
-            code = await asyncio.wait_for(connection.get(path), REQUEST_TIMEOUT)
+            code = await asyncio.wait_for(connection.get(path.format(i=index)), REQUEST_TIMEOUT)
         except (TimeoutError, OSError, asyncio.IncompleteReadError):
             connection.close()
             errors += 1
@@ -250,7 +252,7 @@ async def drive(*, port: int, master: int, path: str, rate: float, seconds: floa
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
+        tasks.append(asyncio.create_task(one(scheduled, i)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     for connection in pool:
@@ -279,7 +281,7 @@ def main() -> int:
             asyncio.run(
                 drive(port=port, master=server.pid, path=path, rate=args.rate, seconds=args.seconds)
             )
-            for path in tqdm(ENDPOINTS, desc="endpoints", unit="endpoint")
+            for path in tqdm((*ENDPOINTS, UNCACHED), desc="endpoints", unit="endpoint")
         ]
     finally:
         stop(server)
@@ -289,17 +291,23 @@ def main() -> int:
         f"({counts['predictions']} predictions, {counts['cycle_runs']} cycle runs), "
         f"{os.cpu_count()} CPUs, {args.rate:.0f} req/s for {args.seconds:.0f} s per endpoint"
     )
-    print(f"{'endpoint':32} {'sent':>6} {'rate/s':>7} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} "
+    print(f"{'endpoint':46} {'sent':>6} {'rate/s':>7} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'max ms':>7} {'cpu ms/req':>10}")  # fmt: skip
     ok = True
     for result in results:
+        if not result.latencies_ms:
+            print(f"{result.path:46} {result.sent:6d}: every request failed")
+            ok = False
+            continue
         p50, p99 = result.percentile(0.50), result.percentile(0.99)
         print(
-            f"{result.path:32} {result.sent:6d} {result.achieved_rate:7.1f} {result.errors:6d} "
+            f"{result.path:46} {result.sent:6d} {result.achieved_rate:7.1f} {result.errors:6d} "
             f"{p50:7.2f} {p99:7.2f} {max(result.latencies_ms):7.2f} {result.server_cpu_ms:10.2f}"
         )
-        ok = ok and not result.errors and p99 <= TARGET_P99_MS
-    print(f"target p99 <= {TARGET_P99_MS} ms without errors: {'met' if ok else 'NOT met'}")
+        if result.path in ENDPOINTS:
+            ok = ok and not result.errors and p99 <= TARGET_P99_MS
+    print(f"target p99 <= {TARGET_P99_MS} ms without errors (first two rows): "
+          f"{'met' if ok else 'NOT met'}")  # fmt: skip
     return 0 if ok else 1
 
 
