@@ -124,8 +124,8 @@ class GenerateSignalView(APIView):
         path = checkpoint_path(config)
         if not path.exists():
             raise ModelUnavailable(
-                f"no model can be loaded: no checkpoint at {path} "
-                "(run manage.py train_model, or set the model path in the ML configuration)"
+                f"no model can be loaded: no checkpoint at {path} (run manage.py ensure_model, "
+                "which make up does, or set the model path in the ML configuration)"
             )
         result = current_app.send_task(
             GENERATE_SIGNAL_TASK, kwargs={"symbol": market.symbol, "exchange": market.exchange}
