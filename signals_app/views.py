@@ -207,7 +207,7 @@ class PredictionListView(generics.ListAPIView):
             return Response(self._page(request))
         # A market gets a new prediction once a candle: a page's JSON is served from the cache
         # for PAGE_FRESH_FOR seconds (keyed by its full URL), then built again.
-        key = "ml-predictions:" + hashlib.sha256(request.build_absolute_uri().encode()).hexdigest()
+        key = page_cache_key(request.build_absolute_uri())
         body = cache.get(key)
         if body is None:
             body = renderer.render(self._page(request), renderer.media_type)
@@ -223,6 +223,10 @@ class PredictionListView(generics.ListAPIView):
             prediction.market = self.markets[prediction.market_id]
             prediction.model_version = versions[prediction.model_version_id]
         return self.get_paginated_response(self.get_serializer(page, many=True).data).data
+
+
+def page_cache_key(url: str) -> str:
+    return "ml-predictions:" + hashlib.sha256(url.encode()).hexdigest()
 
 
 class SignalViewSet(viewsets.ReadOnlyModelViewSet):

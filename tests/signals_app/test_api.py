@@ -12,8 +12,11 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from signals_app import views
+from signals_app.ml_status import MODEL_PROBE_KEY
 from signals_app.models import CycleRun, Market, MLConfig, ModelVersion, Prediction, Signal
+from signals_app.probes import forget_probes
 from signals_app.serializers import PredictionSerializer
+from signals_app.views import page_cache_key
 
 pytestmark = pytest.mark.django_db
 
@@ -22,12 +25,15 @@ QUARTER = timedelta(minutes=15)
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache():
-    """Cached status answers, probes and prediction pages of an earlier test must not be
-    served (the test Redis database is this run's own; no worker runs in this module)."""
-    cache.clear()
+def _nothing_cached(monkeypatch):
+    """No test sees a status answer, probe or predictions page cached by an earlier one."""
+    keys = [MODEL_PROBE_KEY, views.STATUS_CACHE_KEY]
+    forget_probes()
+    cache.delete_many(keys)
+    monkeypatch.setattr(views, "PAGE_FRESH_FOR", 0)  # test_a_predictions_page_is_cached sets it
     yield
-    cache.clear()
+    forget_probes()
+    cache.delete_many(keys)
 
 
 @pytest.fixture
@@ -154,7 +160,8 @@ def test_predictions_newest_first_across_cursor_pages():
     assert second["next"] is None
 
 
-def test_a_predictions_page_is_cached_for_two_seconds():
+def test_a_predictions_page_is_cached_for_two_seconds(monkeypatch):
+    monkeypatch.setattr(views, "PAGE_FRESH_FOR", 2)
     market, version = make_market(), make_version()
     make_prediction(market, version, T0)
     client = APIClient()
@@ -164,6 +171,8 @@ def test_a_predictions_page_is_cached_for_two_seconds():
     assert len(client.get("/api/v1/ml/predictions/BTCUSDT?page_size=9").json()["results"]) == 2
     time.sleep(views.PAGE_FRESH_FOR + 0.1)
     assert len(client.get("/api/v1/ml/predictions/BTCUSDT").json()["results"]) == 2
+    for url in ("BTCUSDT", "BTCUSDT?page_size=9"):
+        cache.delete(page_cache_key(f"http://testserver/api/v1/ml/predictions/{url}"))
 
 
 def test_predictions_filter_by_time_range_and_model_version():
