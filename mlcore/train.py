@@ -51,6 +51,7 @@ from mlcore.labels import (
     fit_flat_bands,
 )
 from mlcore.patchtst import PatchTST, PatchTSTConfig
+from mlcore.predictor import resolve_device
 
 
 @dataclass(frozen=True)
@@ -66,29 +67,35 @@ class TrainConfig:
     n_heads: int = 4
     n_layers: int = 2
     d_ff: int = 128
-    dropout: float = 0.2
+    dropout: float = 0.3
     head_dropout: float = 0.1
     # Inputs are already standardised with training statistics; per-window RevIN would erase the
     # levels that carry the signal (RSI at 75 vs 25 look alike after instance normalisation).
+    # Measured on BTC+ETH 15m (Jan-Aug 2025, 3 epochs): validation loss 1.620 with RevIN, 1.503
+    # without. The last patch (the newest 16 candles) feeds the head: 1.493 vs 1.500 mean-pooled.
     revin: bool = False
-    head_pooling: str = "mean"
+    head_pooling: str = "last"
     # data
     sample_stride: int = 2  # training windows: every 2nd candle (neighbours overlap 95/96)
     eval_stride: int = 4  # validation / test windows
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     flat_fraction: float = 1.0 / 3.0
-    # optimisation
-    epochs: int = 12
+    # optimisation: the validation loss flattens after 2-3 epochs (lr 1e-3 peaked at epoch 1 and
+    # then overfit; 3e-4 with dropout 0.3 kept improving to epoch 3 and ended lower)
+    epochs: int = 6
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 0.05
-    patience: int = 3
+    patience: int = 2
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 0.5)  # returns, directions, risk
     huber_delta: float = 1.0
     seed: int = 0
     num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
-    time_budget_s: float | None = None  # no epoch starts that would end after this many seconds
+    device: str = "auto"  # cuda when available, else cpu
+    # No epoch starts that would end after this many seconds: keeps the default model under 10
+    # minutes on a slow or shared 2-core machine (the best epoch so far is kept).
+    time_budget_s: float | None = 480.0
 
     def model_config(self) -> PatchTSTConfig:
         return PatchTSTConfig(
@@ -138,6 +145,7 @@ PRESETS: dict[str, TrainConfig] = {
         eval_stride=1,
         epochs=40,
         patience=6,
+        time_budget_s=None,
         batch_size=512,
     ),
 }
@@ -223,7 +231,8 @@ def train(
         huber_delta=config.huber_delta,
     )
 
-    model = PatchTST(config.model_config())
+    device = resolve_device(config.device)
+    model = PatchTST(config.model_config()).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -247,7 +256,8 @@ def train(
         running = 0.0
         for i, start in enumerate(bar, 1):
             idx = np.sort(order[start : start + config.batch_size])
-            loss, _ = loss_fn(model(torch.from_numpy(train_set.windows(idx))), train_set, idx)
+            x = torch.from_numpy(train_set.windows(idx)).to(device)
+            loss, _ = loss_fn(model(x), train_set, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -344,14 +354,16 @@ class _MultitaskLoss:
     def __call__(
         self, out: torch.Tensor, data: WindowSet, idx: np.ndarray
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        returns = torch.from_numpy(data.returns[idx]) / self.return_scale
-        risk = torch.from_numpy(data.risk[idx]) / self.risk_scale
-        classes = torch.from_numpy(data.classes[idx])
+        device = out.device
+        returns = torch.from_numpy(data.returns[idx]).to(device) / self.return_scale.to(device)
+        risk = torch.from_numpy(data.risk[idx]).to(device) / self.risk_scale.to(device)
+        classes = torch.from_numpy(data.classes[idx]).to(device)
+        class_weights = self.class_weights.to(device)
         ret_loss = F.huber_loss(out[:, RETURN_SLICE], returns, delta=self.huber_delta)
         logits = out[:, DIRECTION_SLICE].reshape(len(out), len(HORIZONS), len(CLASSES))
         dir_loss = torch.stack(
             [
-                F.cross_entropy(logits[:, j], classes[:, j], weight=self.class_weights[j])
+                F.cross_entropy(logits[:, j], classes[:, j], weight=class_weights[j])
                 for j in range(len(HORIZONS))
             ]
         ).mean()
@@ -369,11 +381,13 @@ class _MultitaskLoss:
 def forward_windows(model: PatchTST, data: WindowSet, *, batch_size: int = 512) -> np.ndarray:
     """Raw head outputs [S, 20] for every sample of `data`, in eval mode."""
     model.eval()
+    device = next(model.parameters()).device
     outs = []
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             idx = np.arange(start, min(start + batch_size, len(data)))
-            outs.append(model(torch.from_numpy(data.windows(idx))).numpy())
+            x = torch.from_numpy(data.windows(idx)).to(device)
+            outs.append(model(x).float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, RISK_SLICE.stop), dtype=np.float32)
 
 
@@ -449,12 +463,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--until", help="use candles before this UTC date only, e.g. 2025-09-01")
     parser.add_argument("--epochs", type=int, help="override the preset's epoch count")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--synthetic-candles", type=int, default=6000, help="per symbol, no --csv")
     parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
 
     config = PRESETS[args.preset]
-    overrides = {"epochs": args.epochs, "num_threads": args.threads, "seed": args.seed}
+    overrides = {
+        "epochs": args.epochs,
+        "num_threads": args.threads,
+        "seed": args.seed,
+        "device": args.device,
+    }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     until = pd.Timestamp(args.until, tz="UTC") if args.until else None
     if args.csv:
