@@ -1,0 +1,135 @@
+"""Inference throughput of the serving PatchTST on CPU, next to the machine's matmul ceiling.
+
+For batches of 9, 100 and 500 symbols: symbols/s, latency, and achieved GFLOP/s (model FLOPs
+counted by torch.utils.flop_counter.FlopCounterMode, i.e. matmul-class ops only) as a share of the
+GFLOP/s of a plain float32 matmul measured in the same run with the same thread count.
+
+    .venv/bin/python -m bench.bench_inference [--threads 2] [--repeats 20] [--compile]
+"""
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mlcore.patchtst import DEFAULT_CPU_CONFIG, PatchTST, PatchTSTConfig
+
+BATCHES = (9, 100, 500)
+TARGET_9_SYMBOLS_S, TARGET_CEILING_SHARE = 1.0, 0.5
+
+
+@dataclass(frozen=True)
+class Timing:
+    median: float  # seconds; the typical figure
+    best: float  # seconds; least disturbed by other processes on a shared machine
+
+    @classmethod
+    def of(cls, fn: Callable[[], object], *, repeats: int, warmup: int = 3) -> "Timing":
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return cls(median=statistics.median(times), best=min(times))
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    symbols: int
+    timing: Timing  # one forward pass
+    flops: int
+
+    @property
+    def symbols_per_s(self) -> float:
+        return self.symbols / self.timing.median
+
+    def gflops(self, seconds: float) -> float:
+        return self.flops / seconds / 1e9
+
+
+def matmul_ceiling(*, size: int = 2048, repeats: int = 10) -> tuple[float, float]:
+    """GFLOP/s (median, best) of one large float32 matmul: what this CPU's BLAS delivers."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    timing = Timing.of(lambda: a @ b, repeats=repeats)
+    flops = 2 * size**3
+    return flops / timing.median / 1e9, flops / timing.best / 1e9
+
+
+def model_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops()
+
+
+def run(
+    *,
+    config: PatchTSTConfig = DEFAULT_CPU_CONFIG,
+    batches: tuple[int, ...] = BATCHES,
+    threads: int = 2,
+    repeats: int = 20,
+    compile_model: bool = False,
+) -> tuple[tuple[float, float], list[BatchResult]]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = PatchTST(config).eval()
+    forward = torch.compile(model, dynamic=False) if compile_model else model
+    ceiling = matmul_ceiling()
+    results = []
+    for symbols in batches:
+        x = torch.randn(symbols, config.context_length, config.n_channels)
+        flops = model_flops(model, x)
+
+        def infer(x: torch.Tensor = x) -> torch.Tensor:
+            with torch.inference_mode():
+                return forward(x)
+
+        results.append(BatchResult(symbols, Timing.of(infer, repeats=repeats), flops))
+    return ceiling, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per batch")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    args = parser.parse_args()
+    config = DEFAULT_CPU_CONFIG
+    ceilings, results = run(
+        config=config, threads=args.threads, repeats=args.repeats, compile_model=args.compile
+    )
+    n_params = sum(p.numel() for p in PatchTST(config).parameters())
+    print(
+        f"PatchTST {config.task}: {config.n_channels} channels x {config.context_length} steps,"
+        f" d_model {config.d_model}, {config.n_layers} layers, {config.n_heads} heads,"
+        f" d_ff {config.d_ff}, {n_params:,} parameters"
+        f" | threads {args.threads} | {'compiled' if args.compile else 'eager'}"
+    )
+    ceiling, ceiling_best = ceilings
+    print(f"matmul ceiling (float32 2048^3): {ceiling:.1f} GFLOP/s median, {ceiling_best:.1f} best")
+    print(f"{'symbols':>8} {'median ms':>10} {'best ms':>8} {'symbols/s':>10} {'MFLOP/sym':>10}"
+          f" {'GFLOP/s':>8} {'% ceiling':>10} {'best/best':>10}")  # fmt: skip
+    for r in results:
+        achieved, achieved_best = r.gflops(r.timing.median), r.gflops(r.timing.best)
+        print(
+            f"{r.symbols:>8} {r.timing.median * 1e3:>10.1f} {r.timing.best * 1e3:>8.1f}"
+            f" {r.symbols_per_s:>10.0f} {r.flops / r.symbols / 1e6:>10.1f} {achieved:>8.1f}"
+            f" {achieved / ceiling:>10.0%} {achieved_best / ceiling_best:>10.0%}"
+        )
+    nine = next((r for r in results if r.symbols == 9), None)
+    if nine is not None:
+        verdict = "PASS" if nine.timing.median <= TARGET_9_SYMBOLS_S else "FAIL"
+        print(f"target: 9 symbols in <= {TARGET_9_SYMBOLS_S:.0f} s (median): {verdict}")
+    share = max(r.gflops(r.timing.median) for r in results) / ceiling
+    verdict = "PASS" if share >= TARGET_CEILING_SHARE else "FAIL"
+    print(f"target: >= {TARGET_CEILING_SHARE:.0%} of the matmul ceiling (median): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
