@@ -53,7 +53,7 @@ EXIT_SIDE = {Position.Side.LONG: Order.Side.SELL, Position.Side.SHORT: Order.Sid
 @dataclass
 class BatchResult:
     signals: int = 0
-    ignored: int = 0  # neutral, expired or no longer accepted
+    ignored: int = 0  # neutral, superseded or no longer accepted
     decisions: int = 0
     orders: int = 0
     rejected: int = 0
@@ -518,6 +518,7 @@ def _execute_exchange(
         return
     quote = balances.get(account.quote_currency)
     free = quote.free if quote is not None else Decimal(0)
+    # The account's fee and slippage settings double as the cost estimate of a live entry.
     cost = account.paper_fee_percentage + account.paper_slippage_percentage
     deferred: list[tuple[Order, Position, Order]] = []  # entry waiting for a close to fill
     closes, entries = [], []
