@@ -16,7 +16,7 @@ candles - an embargo longer than the longest horizon.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -303,6 +303,19 @@ class WindowSet:
     def last_rows(self) -> np.ndarray:
         """float32 [S, C] the feature row of each sample's candle t (for per-row baselines)."""
         return self.rows[self.ends]
+
+    def subset(self, idx: np.ndarray) -> WindowSet:
+        """The samples idx (sharing `rows`, no copy of the features)."""
+        return replace(
+            self,
+            ends=self.ends[idx],
+            returns=self.returns[idx],
+            classes=self.classes[idx],
+            risk=self.risk[idx],
+            symbols=self.symbols[idx],
+            positions=self.positions[idx],
+            times=self.times[idx],
+        )
 
 
 def make_windows(

@@ -76,14 +76,16 @@ class TrainConfig:
     revin: bool = False
     head_pooling: str = "last"
     # data
-    sample_stride: int = 2  # training windows: every 2nd candle (neighbours overlap 95/96)
+    # Each epoch trains on a fresh random 1/sample_stride of the training windows: neighbouring
+    # windows share 95 of 96 rows, so a quarter per epoch costs a quarter and loses little.
+    sample_stride: int = 4
     eval_stride: int = 4  # validation / test windows
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     flat_fraction: float = 1.0 / 3.0
     # optimisation: the validation loss flattens after 2-3 epochs (lr 1e-3 peaked at epoch 1 and
     # then overfit; 3e-4 with dropout 0.3 kept improving to epoch 3 and ended lower)
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 256
     lr: float = 3e-4
     weight_decay: float = 0.05
@@ -128,10 +130,11 @@ PRESETS: dict[str, TrainConfig] = {
         n_heads=2,
         n_layers=1,
         d_ff=32,
-        sample_stride=4,
+        sample_stride=2,
         eval_stride=8,
-        epochs=2,
+        epochs=3,
         patience=1,
+        lr=1e-3,
     ),
     # Every feature, the paper's model size, every candle: for a GPU host.
     "gpu": TrainConfig(
@@ -212,7 +215,7 @@ def train(
         )
 
     sets = {
-        "train": windows("train", config.sample_stride),
+        "train": windows("train", 1),
         "val": windows("val", config.eval_stride),
         "test": windows("test", config.eval_stride),
     }
@@ -236,7 +239,8 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    steps_per_epoch = max(1, -(-len(train_set) // config.batch_size))
+    per_epoch = max(1, len(train_set) // config.sample_stride)
+    steps_per_epoch = -(-per_epoch // config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.epochs * steps_per_epoch
     )
@@ -246,7 +250,7 @@ def train(
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
-        order = rng.permutation(len(train_set))
+        order = rng.permutation(len(train_set))[:per_epoch]
         bar = tqdm(
             range(0, len(order), config.batch_size),
             desc=f"epoch {epoch}/{config.epochs}",
@@ -289,10 +293,17 @@ def train(
         "best_epoch": best_epoch,
         "stopped": stopped,
         "history": history,
+        # Training metrics on a strided subset: a full forward pass over it would cost an epoch.
+        "train": evaluate_split(
+            model,
+            train_set.subset(np.arange(0, len(train_set), config.eval_stride)),
+            loss_fn,
+            batch_size=config.batch_size,
+        ),
         **{
-            split: evaluate_split(model, s, loss_fn, batch_size=config.batch_size)
-            for split, s in sets.items()
-            if len(s)
+            split: evaluate_split(model, sets[split], loss_fn, batch_size=config.batch_size)
+            for split in ("val", "test")
+            if len(sets[split])
         },
     }
     created = datetime.now(UTC)

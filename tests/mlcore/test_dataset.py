@@ -43,7 +43,7 @@ def test_no_window_spans_a_gap_on_real_gappy_data(gappy):
     segments = segment_ids(candles.index, timeframe="1h")
     assert segments.max() == 6  # the six outages listed in the data README
     ends = np.flatnonzero(series.window_ok)
-    assert len(ends) > 3000
+    assert len(ends) > 2000
     run_start = np.searchsorted(segments, segments)  # first row of each row's run
     assert (segments[ends - L + 1] == segments[ends]).all()
     assert (ends - L + 1 >= run_start[ends] + WARMUP).all()  # warm-up restarts after every gap
