@@ -1,0 +1,264 @@
+"""Item 1: a worker SIGKILLed in the middle of a batch, a new one started: every signal ends with
+exactly its orders, every market with exactly one prediction and signal per candle.
+
+The kill lands at a chosen point of the batch: the test holds a row lock the worker needs next,
+waits until PostgreSQL shows the worker blocked on it, and kills the process there. Nothing is
+slowed down or stubbed; the batch is real work on real rows."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+from django.utils import timezone
+
+from botai.celery import app
+from signals_app.models import CycleRun, MLConfig, Prediction, Signal
+from signals_app.tasks import predict_batch
+from tests.reliability.conftest import (
+    FAST_REDELIVERY,
+    REDELIVERY_SECONDS,
+    held,
+    other_sessions,
+    terminate,
+    wait_for,
+)
+from tests.signals_app.test_cycle import _queued
+from tests.trading_app import factories as f
+from trading_app.models import Balance, Order, Position, TradeDecision
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+PROCESS_SIGNALS = "trading_app.tasks.process_signals"
+MARKETS_PER_ACCOUNT, TRADERS_PER_ACCOUNT = 20, 3
+# Blocks an UPDATE of the signal's row (not inserts referring to it: those take KEY SHARE).
+LOCK_SIGNAL = "SELECT 1 FROM signals_app_signal WHERE id = %s FOR NO KEY UPDATE"
+
+
+@pytest.fixture
+def two_books(transactional_db):
+    """Two paper accounts, each with its own traders on its own markets (calm real-looking price
+    paths on which every LONG signal is traded), and one accepted LONG signal per market."""
+    books = []
+    for book in ("a", "b"):
+        account = f.paper_account(name=f"paper-{book}", paper_initial_balance=Decimal(100_000))
+        markets = []
+        for i in range(MARKETS_PER_ACCOUNT):
+            market = f.market(f"{book.upper()}{i:02d}USDT")
+            f.store_candles(market, f.calm_candles(n=120, price=100.0 + i))
+            markets.append(market)
+        traders = [
+            f.trader(account, markets, name=f"{book}-{t}", max_positions=100)
+            for t in range(TRADERS_PER_ACCOUNT)
+        ]
+        signals = [f.signal(m) for m in markets]
+        books.append((account, traders, signals))
+    return books
+
+
+def _ledger_holds(account) -> None:
+    """The paper balance agrees with the orders filled on it: nothing half-applied."""
+    filled = Order.objects.filter(trader__account=account, status=Order.Status.FILLED)
+    notional = sum((o.filled_amount * o.average_price for o in filled), Decimal(0))
+    fees = sum((o.fee for o in filled), Decimal(0))
+    balance = Balance.objects.get(account=account)
+    # Amounts are stored with 12 decimals, each row rounded on its own.
+    rounding = Decimal("1e-12") * 2 * filled.count()
+    assert abs(balance.used - notional) <= rounding
+    assert abs(balance.free + balance.used - (account.paper_initial_balance - fees)) <= rounding
+
+
+def _every_signal_has_exactly_its_orders(books) -> dict:
+    lost = duplicates = 0
+    for account, traders, signals in books:
+        for s in signals:
+            for trader in traders:
+                n = Order.objects.filter(signal=s, trader=trader).count()
+                lost += n == 0
+                duplicates += max(0, n - 1)
+                decision = TradeDecision.objects.get(signal=s, trader=trader)
+                assert decision.outcome == TradeDecision.Outcome.ORDERED, decision.reasons
+            s.refresh_from_db()
+            assert (s.status, s.orders_attempted, s.orders_created) == (
+                Signal.Status.EXECUTED, len(traders), len(traders),
+            )  # fmt: skip
+        assert Position.objects.filter(trader__account=account, status="OPEN").count() == len(
+            traders
+        ) * len(signals)
+        _ledger_holds(account)
+    return {"lost": lost, "duplicates": duplicates}
+
+
+def test_trading_worker_killed_mid_batch(two_books, start_worker, figures):
+    """One message, 40 signals x 3 traders per account. Account A's transaction commits; B's has
+    written all its positions, orders, decisions and balance and waits for the last statement
+    (the signals' counters, row-locked here) when the worker is SIGKILLed."""
+    (account_a, traders_a, signals_a), (account_b, traders_b, signals_b) = two_books
+    ids = [s.pk for s in signals_a + signals_b]
+    first = start_worker("trading", name="trading-doomed")
+
+    with held((LOCK_SIGNAL, [signals_b[-1].pk])):
+        app.send_task(PROCESS_SIGNALS, args=[ids])
+        wait_for(
+            lambda: other_sessions(waiting_on_lock=True), timeout=60,
+            what="the worker blocked inside account B's transaction",
+        )  # fmt: skip
+        first.kill()
+    # PostgreSQL rolled B's transaction back with the dead session; A's commit stands.
+    orders_a = Order.objects.filter(trader__account=account_a).count()
+    assert orders_a == len(signals_a) * len(traders_a)
+    assert not Order.objects.filter(trader__account=account_b).exists()
+    assert not TradeDecision.objects.filter(trader__account=account_b).exists()
+    assert not Balance.objects.filter(account=account_b).exists()
+    _ledger_holds(account_a)
+
+    # The message was never acknowledged: the replacement gets it once it is due again.
+    start_worker("trading", name="trading-replacement", **FAST_REDELIVERY)
+    expected = len(ids) * TRADERS_PER_ACCOUNT
+    wait_for(
+        lambda: Order.objects.count() >= expected
+        and not Signal.objects.filter(pk__in=ids).exclude(status="EXECUTED").exists(),
+        timeout=REDELIVERY_SECONDS + 60, what="the redelivered batch done",
+    )  # fmt: skip
+    counts = _every_signal_has_exactly_its_orders(two_books)
+    assert counts == {"lost": 0, "duplicates": 0}
+    assert Order.objects.count() == expected
+    figures.append(
+        {"fault": "trading worker SIGKILL mid-batch (one account committed, one mid-transaction)",
+         "signals": len(ids), "orders": expected, **counts}
+    )  # fmt: skip
+
+
+# The tiny checkpoint calls ETH LONG with conviction on this afternoon (see tests/trading_app/
+# test_worker.py): market k's newest candle is REPLAY_FROM + k candles, so the batch holds a mix.
+REPLAY_FROM = datetime(2025, 6, 18, 15, 0, tzinfo=UTC)
+GPU_MARKETS = 24
+
+
+@pytest.fixture
+def gpu_batch(shared_data, tiny_checkpoint, settings, transactional_db):
+    """24 markets, each with its own window of real BTC or ETH candles (enough for the model),
+    one of them with the previous candle's signal still open; a cycle run expecting one batch."""
+    settings.MODEL_PATH = tiny_checkpoint
+    config = MLConfig.load()
+    config.min_confidence = config.min_signal_strength = 0.0  # every LONG/SHORT goes to trading
+    config.save()
+    history = {}
+    for symbol in ("BTC_USDT", "ETH_USDT"):
+        frame = pd.read_csv(shared_data / "ohlcv" / f"{symbol}-15m.csv")
+        frame["time"] = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
+        history[symbol] = frame
+    markets = []
+    for k in range(GPU_MARKETS):
+        frame = history[("ETH_USDT", "BTC_USDT")[k % 2]]
+        end = int(frame.index[frame["time"] == REPLAY_FROM + k // 2 * f.STEP][0])
+        market = f.market(f"M{k:02d}USDT")
+        f.store_candles(market, frame.iloc[end - 400 : end + 1])
+        markets.append(market)
+    previous = f.signal(markets[0], candle_time=REPLAY_FROM - f.STEP, model="previous")
+    Signal.objects.filter(pk=previous.pk).update(handed_at=REPLAY_FROM)
+    newest = REPLAY_FROM + (GPU_MARKETS - 1) // 2 * f.STEP
+    run = CycleRun.objects.create(
+        started_at=timezone.now(), candle_time=newest, markets=GPU_MARKETS,
+        markets_new=GPU_MARKETS, batches=1,
+    )  # fmt: skip
+    return markets, previous, run, newest
+
+
+def _killed_when_blocked(start, blocked_at: str, *statements) -> None:
+    """Take the locks, start a worker, SIGKILL it once its session waits for them at the
+    statement `blocked_at`, and end that session as PostgreSQL does once it sees the client gone
+    (else the orphaned statement would run on when the lock is released). A solo worker busy with
+    a task cannot answer a ping: the blocked session is its sign of life."""
+    with held(*statements):
+        worker = start()
+        blocked = wait_for(
+            lambda: other_sessions(waiting_on_lock=True), timeout=90,
+            what=f"{worker.name} blocked at {blocked_at}",
+        )  # fmt: skip
+        worker.kill()
+        assert [query.startswith(blocked_at) for query in blocked.values()] == [True], blocked
+        assert terminate(blocked) == 1
+
+
+def test_gpu_worker_killed_at_each_step_of_a_batch(
+    gpu_batch, tiny_checkpoint, spawn_worker, start_worker, figures
+):
+    """One predict_batch message, four workers killed one after the other, each at a later step:
+    (1) inference done, predictions not written; (2) predictions committed, signals not;
+    (3) signals committed, not handed to trading; (4) handed to trading, not marked as handed.
+    The fifth worker finishes the batch; a trading worker then takes what was handed over."""
+    markets, previous, run, newest = gpu_batch
+    env = {"MODEL_PATH": tiny_checkpoint, "ML_TORCH_THREADS": 1}
+    predict_batch.delay([m.pk for m in markets], newest.isoformat(), run.pk, 0)
+
+    def gpu(n: int, **extra):
+        return lambda: spawn_worker("gpu", name=f"gpu-{n}", **env, **extra)
+
+    fresh = Prediction.objects.exclude(pk=previous.prediction_id)
+    _killed_when_blocked(
+        gpu(1), 'INSERT INTO "signals_app_prediction"',
+        ("LOCK TABLE signals_app_prediction IN SHARE MODE", []),
+    )  # fmt: skip
+    assert not fresh.exists()
+
+    _killed_when_blocked(
+        gpu(2, **FAST_REDELIVERY), 'INSERT INTO "signals_app_signal"',
+        ("LOCK TABLE signals_app_signal IN SHARE MODE", []),
+    )  # fmt: skip
+    assert fresh.count() == GPU_MARKETS
+    assert not Signal.objects.exclude(pk=previous.pk).exists()
+
+    # The new signals supersede the previous candle's open one: that update waits for its row.
+    _killed_when_blocked(
+        gpu(3, **FAST_REDELIVERY), 'UPDATE "signals_app_signal" SET "status"',
+        (LOCK_SIGNAL, [previous.pk]),
+    )  # fmt: skip
+    new = Signal.objects.exclude(pk=previous.pk)
+    assert new.count() == GPU_MARKETS
+    accepted = sorted(new.filter(status="ACCEPTED").values_list("pk", flat=True))
+    assert accepted, "the replayed afternoon should hold LONG/SHORT calls"
+    assert _queued("trading") == []
+
+    # Handed over (sent), then marked: the mark waits for the row, the message is already out.
+    _killed_when_blocked(
+        gpu(4, **FAST_REDELIVERY), 'UPDATE "signals_app_signal" SET "handed_at"',
+        (LOCK_SIGNAL, [accepted[0]]),
+    )  # fmt: skip
+    assert _queued("trading") == [(PROCESS_SIGNALS, [accepted])]
+    assert not new.filter(handed_at__isnull=False).exists()
+
+    gpu(5, **FAST_REDELIVERY)()
+    run = wait_for(
+        lambda: CycleRun.objects.filter(pk=run.pk, finished_at__isnull=False).first(),
+        timeout=REDELIVERY_SECONDS + 90, what="the batch finished",
+    )  # fmt: skip
+    assert (run.status, run.batches_done, run.reason) == ("OK", [0], "")
+    assert fresh.count() == GPU_MARKETS
+    assert sorted(fresh.values_list("market_id", flat=True)) == [m.pk for m in markets]
+    assert new.count() == GPU_MARKETS
+    assert not new.filter(status="ACCEPTED", handed_at__isnull=True).exists()
+    # Sent before it was marked, the hand-over went out twice: trading absorbs the repeat.
+    handed = _queued("trading")
+    assert handed == [(PROCESS_SIGNALS, [accepted])] * 2
+
+    trader = f.trader(f.paper_account(paper_initial_balance=Decimal(100_000)), markets,
+                      max_positions=100)  # fmt: skip
+    start_worker("trading", name="trading-after-gpu")
+    wait_for(
+        lambda: not _queued("trading") and TradeDecision.objects.count() == len(accepted),
+        timeout=60, what="trading decided every handed signal",
+    )  # fmt: skip
+    orders = {s: Order.objects.filter(signal_id=s, trader=trader).count() for s in accepted}
+    ordered = set(
+        TradeDecision.objects.filter(outcome="ORDERED").values_list("signal_id", flat=True)
+    )
+    lost = sum(1 for s in ordered if orders[s] == 0)
+    duplicates = sum(max(0, n - 1) for n in orders.values())
+    assert (lost, duplicates) == (0, 0)
+    assert all(orders[s] == 0 for s in set(accepted) - ordered)
+    figures.append(
+        {"fault": "gpu worker SIGKILL at each of 4 steps of one batch",
+         "markets": GPU_MARKETS, "kills": 4, "predictions": fresh.count(),
+         "signals": new.count(), "accepted": len(accepted), "hand_over_messages": len(handed),
+         "lost": lost, "duplicates": duplicates}
+    )  # fmt: skip
