@@ -30,7 +30,7 @@ def main() -> int:
         f"\n  admin          {web}/admin/\n"
         f"  API (browse)   {web}/api/v1/\n"
         f"  API docs       {web}/api/docs/\n"
-        f"  dashboard      {web}/dashboard/\n"
+        f"  dashboard      {web}/admin/dashboard/\n"
         f"  Flower         {flower}/\n"
         f"  status         .venv/bin/python manage.py botai_status\n"
         "  Ctrl-C stops every process.\n",
