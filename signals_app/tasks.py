@@ -4,6 +4,7 @@ botai/celery.py (run_cycle -> default; predict_batch, generate_signal, model_sta
 from datetime import datetime
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 from django.utils.dateparse import parse_datetime
 
 
@@ -29,7 +30,15 @@ def run_cycle(now: str | None = None) -> dict:
     }
 
 
-@shared_task(acks_late=True)
+@shared_task(
+    acks_late=True,
+    # A connection dropped mid-batch (database restart, failover): redo the batch on a new one,
+    # 1 s, 2 s, 4 s ... later. Idempotent, so what the first attempt committed is reused.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=6,
+)
 def predict_batch(
     market_ids: list[int], candle_time: str, cycle_run_id: int | None = None, batch_index: int = 0
 ) -> dict:

@@ -1,7 +1,7 @@
 """Celery tasks of the trading queue (routes in botai/celery.py). Thin: the services do the work."""
 
 from celery import shared_task
-from django.db import IntegrityError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 
 # Backoff for a batch an exchange could not take yet: 5 s, 10 s, 20 s, ... capped at 5 min.
 RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, MAX_RETRIES = 5, 300, 8
@@ -14,7 +14,8 @@ class BatchIncomplete(Exception):
 @shared_task(
     bind=True,
     acks_late=True,  # safe: decisions and orders are unique per (trader, signal, purpose)
-    autoretry_for=(BatchIncomplete, IntegrityError, OperationalError),
+    # A dropped database connection surfaces as either error, depending on when it is used.
+    autoretry_for=(BatchIncomplete, IntegrityError, OperationalError, InterfaceError),
     retry_backoff=RETRY_BASE_SECONDS,
     retry_backoff_max=RETRY_MAX_SECONDS,
     max_retries=MAX_RETRIES,

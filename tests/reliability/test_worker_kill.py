@@ -5,87 +5,32 @@ The kill lands at a chosen point of the batch: the test holds a row lock the wor
 waits until PostgreSQL shows the worker blocked on it, and kills the process there. Nothing is
 slowed down or stubbed; the batch is real work on real rows."""
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
-import pandas as pd
 import pytest
-from django.utils import timezone
 
 from botai.celery import app
-from signals_app.models import CycleRun, MLConfig, Prediction, Signal
+from signals_app.models import CycleRun, Prediction, Signal
 from signals_app.tasks import predict_batch
 from tests.reliability.conftest import (
     FAST_REDELIVERY,
+    GPU_MARKETS,
+    LOCK_SIGNAL,
+    PROCESS_SIGNALS,
     REDELIVERY_SECONDS,
+    TRADERS_PER_ACCOUNT,
+    every_signal_has_exactly_its_orders,
     held,
+    ledger_holds,
     other_sessions,
     terminate,
     wait_for,
 )
 from tests.signals_app.test_cycle import _queued
 from tests.trading_app import factories as f
-from trading_app.models import Balance, Order, Position, TradeDecision
+from trading_app.models import Balance, Order, TradeDecision
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-PROCESS_SIGNALS = "trading_app.tasks.process_signals"
-MARKETS_PER_ACCOUNT, TRADERS_PER_ACCOUNT = 20, 3
-# Blocks an UPDATE of the signal's row (not inserts referring to it: those take KEY SHARE).
-LOCK_SIGNAL = "SELECT 1 FROM signals_app_signal WHERE id = %s FOR NO KEY UPDATE"
-
-
-@pytest.fixture
-def two_books(transactional_db):
-    """Two paper accounts, each with its own traders on its own markets (calm real-looking price
-    paths on which every LONG signal is traded), and one accepted LONG signal per market."""
-    books = []
-    for book in ("a", "b"):
-        account = f.paper_account(name=f"paper-{book}", paper_initial_balance=Decimal(100_000))
-        markets = []
-        for i in range(MARKETS_PER_ACCOUNT):
-            market = f.market(f"{book.upper()}{i:02d}USDT")
-            f.store_candles(market, f.calm_candles(n=120, price=100.0 + i))
-            markets.append(market)
-        traders = [
-            f.trader(account, markets, name=f"{book}-{t}", max_positions=100)
-            for t in range(TRADERS_PER_ACCOUNT)
-        ]
-        signals = [f.signal(m) for m in markets]
-        books.append((account, traders, signals))
-    return books
-
-
-def _ledger_holds(account) -> None:
-    """The paper balance agrees with the orders filled on it: nothing half-applied."""
-    filled = Order.objects.filter(trader__account=account, status=Order.Status.FILLED)
-    notional = sum((o.filled_amount * o.average_price for o in filled), Decimal(0))
-    fees = sum((o.fee for o in filled), Decimal(0))
-    balance = Balance.objects.get(account=account)
-    # Amounts are stored with 12 decimals, each row rounded on its own.
-    rounding = Decimal("1e-12") * 2 * filled.count()
-    assert abs(balance.used - notional) <= rounding
-    assert abs(balance.free + balance.used - (account.paper_initial_balance - fees)) <= rounding
-
-
-def _every_signal_has_exactly_its_orders(books) -> dict:
-    lost = duplicates = 0
-    for account, traders, signals in books:
-        for s in signals:
-            for trader in traders:
-                n = Order.objects.filter(signal=s, trader=trader).count()
-                lost += n == 0
-                duplicates += max(0, n - 1)
-                decision = TradeDecision.objects.get(signal=s, trader=trader)
-                assert decision.outcome == TradeDecision.Outcome.ORDERED, decision.reasons
-            s.refresh_from_db()
-            assert (s.status, s.orders_attempted, s.orders_created) == (
-                Signal.Status.EXECUTED, len(traders), len(traders),
-            )  # fmt: skip
-        assert Position.objects.filter(trader__account=account, status="OPEN").count() == len(
-            traders
-        ) * len(signals)
-        _ledger_holds(account)
-    return {"lost": lost, "duplicates": duplicates}
 
 
 def test_trading_worker_killed_mid_batch(two_books, start_worker, figures):
@@ -109,7 +54,7 @@ def test_trading_worker_killed_mid_batch(two_books, start_worker, figures):
     assert not Order.objects.filter(trader__account=account_b).exists()
     assert not TradeDecision.objects.filter(trader__account=account_b).exists()
     assert not Balance.objects.filter(account=account_b).exists()
-    _ledger_holds(account_a)
+    ledger_holds(account_a)
 
     # The message was never acknowledged: the replacement gets it once it is due again.
     start_worker("trading", name="trading-replacement", **FAST_REDELIVERY)
@@ -119,49 +64,13 @@ def test_trading_worker_killed_mid_batch(two_books, start_worker, figures):
         and not Signal.objects.filter(pk__in=ids).exclude(status="EXECUTED").exists(),
         timeout=REDELIVERY_SECONDS + 60, what="the redelivered batch done",
     )  # fmt: skip
-    counts = _every_signal_has_exactly_its_orders(two_books)
+    counts = every_signal_has_exactly_its_orders(two_books)
     assert counts == {"lost": 0, "duplicates": 0}
     assert Order.objects.count() == expected
     figures.append(
         {"fault": "trading worker SIGKILL mid-batch (one account committed, one mid-transaction)",
          "signals": len(ids), "orders": expected, **counts}
     )  # fmt: skip
-
-
-# The tiny checkpoint calls ETH LONG with conviction on this afternoon (see tests/trading_app/
-# test_worker.py): market k's newest candle is REPLAY_FROM + k candles, so the batch holds a mix.
-REPLAY_FROM = datetime(2025, 6, 18, 15, 0, tzinfo=UTC)
-GPU_MARKETS = 24
-
-
-@pytest.fixture
-def gpu_batch(shared_data, tiny_checkpoint, settings, transactional_db):
-    """24 markets, each with its own window of real BTC or ETH candles (enough for the model),
-    one of them with the previous candle's signal still open; a cycle run expecting one batch."""
-    settings.MODEL_PATH = tiny_checkpoint
-    config = MLConfig.load()
-    config.min_confidence = config.min_signal_strength = 0.0  # every LONG/SHORT goes to trading
-    config.save()
-    history = {}
-    for symbol in ("BTC_USDT", "ETH_USDT"):
-        frame = pd.read_csv(shared_data / "ohlcv" / f"{symbol}-15m.csv")
-        frame["time"] = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
-        history[symbol] = frame
-    markets = []
-    for k in range(GPU_MARKETS):
-        frame = history[("ETH_USDT", "BTC_USDT")[k % 2]]
-        end = int(frame.index[frame["time"] == REPLAY_FROM + k // 2 * f.STEP][0])
-        market = f.market(f"M{k:02d}USDT")
-        f.store_candles(market, frame.iloc[end - 400 : end + 1])
-        markets.append(market)
-    previous = f.signal(markets[0], candle_time=REPLAY_FROM - f.STEP, model="previous")
-    Signal.objects.filter(pk=previous.pk).update(handed_at=REPLAY_FROM)
-    newest = REPLAY_FROM + (GPU_MARKETS - 1) // 2 * f.STEP
-    run = CycleRun.objects.create(
-        started_at=timezone.now(), candle_time=newest, markets=GPU_MARKETS,
-        markets_new=GPU_MARKETS, batches=1,
-    )  # fmt: skip
-    return markets, previous, run, newest
 
 
 def _killed_when_blocked(start, blocked_at: str, *statements) -> None:
