@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -180,18 +181,32 @@ class Predictor:
         matmul's rounding depends on the batch it is in. tests/mlcore/test_predict_series.py
         bounds both. Results are not cached; InvalidCandles when the history fails validation.
         """
-        started = time.perf_counter()
+        results: dict[pd.Timestamp, PredictionResult | ModelError] = {}
+        for part in self.iter_series(candles, symbol=symbol, since=since, batch_size=batch_size):
+            results.update(part)
+        return results
+
+    def iter_series(
+        self,
+        candles: pd.DataFrame,
+        *,
+        symbol: str,
+        since: pd.Timestamp | None = None,
+        batch_size: int = SERIES_BATCH,
+    ) -> Iterator[dict[pd.Timestamp, PredictionResult | ModelError]]:
+        """predict_series in time order, one forward pass at a time: each part holds the steps
+        up to the last one of its batch, so a consumer can start on the early steps while the
+        later ones are computed."""
         times = candles.index
         if len(times) == 0:
-            return {}
+            return
         try:
             validate_candles(candles, timeframe=self.timeframe)
         except CandleError as exc:
             raise InvalidCandles(f"{symbol}: {exc}") from exc
         runs = segment_ids(times, timeframe=self.timeframe)
         first = 0 if since is None else int(times.searchsorted(since))
-        results: dict[pd.Timestamp, PredictionResult | ModelError] = {}
-        steps: list[int] = []  # positions in `candles` predicted, in order
+        todo: list[int | ModelError] = []  # per step from `first`: a position, or its error
         scaled = np.full((len(times), len(self._columns)), np.nan, dtype=np.float32)
         for run in np.unique(runs[first:]):
             where = np.flatnonzero(runs == run)
@@ -202,35 +217,44 @@ class Predictor:
             for t in range(max(start, first), stop):
                 known = t - start + 1  # consecutive candles up to t
                 if known < self.min_history:
-                    results[times[t]] = InsufficientHistory(
-                        f"{symbol}: {t + 1} candles, the model needs {self.min_history}"
-                        if t + 1 < self.min_history
-                        else f"{symbol}: {known} candles since the last gap, the model needs "
-                        f"{self.min_history} consecutive candles"
+                    todo.append(
+                        InsufficientHistory(
+                            f"{symbol}: {t + 1} candles, the model needs {self.min_history}"
+                            if t + 1 < self.min_history
+                            else f"{symbol}: {known} candles since the last gap, the model needs "
+                            f"{self.min_history} consecutive candles"
+                        )
                     )
                 elif not finite[t - start - self.context_length + 1 : t - start + 1].all():
-                    results[times[t]] = InvalidCandles(
-                        f"{symbol}: features are not finite over the input window"
+                    todo.append(
+                        InvalidCandles(f"{symbol}: features are not finite over the input window")
                     )
                 else:
-                    steps.append(t)
-        if not steps:
-            return results
+                    todo.append(t)
 
-        outputs = []
         offsets = np.arange(-self.context_length + 1, 1)
-        with torch.inference_mode():
-            for i in range(0, len(steps), batch_size):
-                rows = np.asarray(steps[i : i + batch_size])[:, None] + offsets  # [B, L]
-                x = torch.from_numpy(scaled[rows]).to(self.device)
-                outputs.append(self._forward(x).float().cpu().numpy())
-        decoded = decode_outputs(
-            np.concatenate(outputs), return_scale=self._return_scale, risk_scale=self._risk_scale
-        )
-        latency = (time.perf_counter() - started) * 1000 / len(steps)  # per step, amortised
-        for k, t in enumerate(steps):
-            results[times[t]] = self._result(symbol, times[t], decoded, k, latency)
-        return dict(sorted(results.items()))
+        part: dict[pd.Timestamp, PredictionResult | ModelError] = {}
+        batch: list[int] = []
+        for k, item in enumerate(todo):
+            if isinstance(item, ModelError):
+                part[times[first + k]] = item
+            else:
+                batch.append(item)
+            if len(batch) == batch_size or (k == len(todo) - 1 and batch):
+                started = time.perf_counter()
+                x = torch.from_numpy(scaled[np.asarray(batch)[:, None] + offsets]).to(self.device)
+                with torch.inference_mode():
+                    out = self._forward(x).float().cpu().numpy()
+                decoded = decode_outputs(
+                    out, return_scale=self._return_scale, risk_scale=self._risk_scale
+                )
+                latency = (time.perf_counter() - started) * 1000 / len(batch)  # per step
+                for j, t in enumerate(batch):
+                    part[times[t]] = self._result(symbol, times[t], decoded, j, latency)
+                batch = []
+            if not batch and part:
+                yield dict(sorted(part.items()))
+                part = {}
 
     def _window(self, symbol: str, candles: pd.DataFrame) -> np.ndarray:
         """Scaled input [context_length, C] from the last min_history candles of one run."""

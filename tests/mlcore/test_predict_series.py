@@ -97,3 +97,15 @@ def test_empty_history_and_since_past_the_end(predictor, candles):
     assert predictor.predict_series(candles.iloc[:0], symbol="S") == {}
     late = candles.index[-1] + pd.Timedelta("1h")
     assert predictor.predict_series(candles, symbol="S", since=late) == {}
+
+
+def test_iter_series_yields_the_same_results_in_time_order(predictor, candles):
+    since = candles.index[300]
+    whole = predictor.predict_series(candles, symbol="S", since=since, batch_size=16)
+    parts = list(predictor.iter_series(candles, symbol="S", since=since, batch_size=16))
+    assert len(parts) > 10
+    flat = [t for part in parts for t in part]
+    assert flat == sorted(flat) == list(whole)
+    for part in parts:
+        for t, result in part.items():
+            _assert_same(whole[t], result)
