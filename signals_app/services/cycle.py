@@ -20,7 +20,7 @@ from django.utils import timezone
 from signals_app.models import CycleRun, Market, MLConfig, ModelVersion, Prediction
 from signals_app.predictor import checkpoint_path
 from signals_app.services.candles import candles_sync, with_last_candle
-from signals_app.services.predictions import BatchReport
+from signals_app.services.predictions import BatchReport, signals_hand_over_stranded
 from signals_app.services.signals import signals_expire_stale
 from signals_app.sources import closed_until
 
@@ -75,6 +75,7 @@ def cycle_run(*, now: datetime | None = None, dispatch: Dispatcher) -> CycleRun:
 
     sync = candles_sync(markets=markets, now=clock)
     signals_expire_stale(now=clock)
+    signals_hand_over_stranded(now=clock)
     run.candles_stored, run.errors = sync.candles_stored, list(sync.errors)
     run.stage_seconds = {"sync": round(sync.seconds, 4)}
 

@@ -10,7 +10,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from signals_app.services.signals import signals_from_predictions, signals_super
 logger = logging.getLogger(__name__)
 
 PROCESS_SIGNALS_TASK = "trading_app.tasks.process_signals"
+HAND_OVER_GRACE = timedelta(minutes=1)
 
 
 @dataclass
@@ -207,6 +208,25 @@ def predictions_run(*, market_ids: list[int], candle_time: datetime) -> BatchRep
     )
     watch.lap("signals", started)
     return report
+
+
+def signals_hand_over_stranded(*, now: datetime) -> list[int]:
+    """Hand over the ACCEPTED signals a batch stored but never handed to trading (it died between
+    the two and its message was not redelivered, e.g. lost with a broker that kept no data).
+    Only signals older than HAND_OVER_GRACE (their batch had time) and not yet expired; trading
+    absorbs a repeat, so a batch still handing over at the same moment does no harm."""
+    report = BatchReport()
+    stranded = Signal.objects.filter(
+        status=Signal.Status.ACCEPTED,
+        handed_at__isnull=True,
+        created_at__lt=timezone.now() - HAND_OVER_GRACE,
+        expires_at__gt=now,
+    )
+    _hand_over(report, stranded)
+    if report.accepted_ids:
+        logger.warning("handed over %d stranded signals: %s", len(report.accepted_ids),
+                       report.accepted_ids)  # fmt: skip
+    return report.accepted_ids
 
 
 def _hand_over(report: BatchReport, signals) -> None:

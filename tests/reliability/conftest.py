@@ -73,24 +73,30 @@ def terminate(pids) -> int:
 
 
 @contextmanager
-def held(*statements: tuple[str, list]) -> Iterator[None]:
+def held(*statements: tuple[str, list]) -> Iterator[Callable[[], None]]:
     """Run `statements` in a separate session's transaction and keep it open (its locks, its
-    uncommitted rows) until the block ends, then roll back. A worker that needs one of those rows
-    waits at that statement: a deterministic 'mid-work' point to inject a fault at."""
+    uncommitted rows) until the block ends or the yielded release() is called, then roll back. A
+    worker that needs one of those rows waits at that statement: a deterministic 'mid-work' point
+    to inject a fault at."""
     settings = connection.settings_dict
     session = psycopg.connect(
         dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"] or None,
         host=settings["HOST"] or "127.0.0.1", port=settings["PORT"] or 5432,
     )  # fmt: skip
+
+    def release() -> None:
+        if not session.closed:
+            session.rollback()
+            session.close()
+
     try:
         with session.cursor() as cursor:
             for sql, params in statements:
                 cursor.execute(sql, params)
                 assert cursor.rowcount, f"the statement touched nothing: {sql} {params}"
-        yield
+        yield release
     finally:
-        session.rollback()
-        session.close()
+        release()
 
 
 @pytest.fixture
