@@ -1,7 +1,21 @@
 """Candles in: the per-minute sync from the configured source, and CSV imports.
 
-Only closed, valid candles are stored. A bad candle from a source is logged with its market and
-time and left out; a bad row in an imported file fails the whole import with its file and line.
+Only closed, valid candles are stored. From a source (the per-minute sync), each rule below is
+applied and every dropped or repaired candle is logged with its market and open time:
+
+- duplicated open time: the last one received is kept (a source re-sending a corrected candle);
+- out of order: sorted by open time;
+- NaN or infinite value, zero or negative price, high < low, high below open/close, low above
+  open/close, negative volume, time off the timeframe grid: the candle is not stored;
+- from the future (opening after now, beyond clock skew): not stored (the one still open is
+  left out quietly: it is not closed yet);
+- a gap (missing candles) is stored as it is, never filled with invented prices: the model needs
+  its window of consecutive candles, so a market is not predicted (the cycle records why) until
+  it has that many candles after the gap.
+
+The model reads candles only through mlcore.Predictor, which validates its window again
+(InvalidCandles), so a bad row written to the database by any other path is not fed to it either.
+A bad row in an imported file fails the whole import with its file and line.
 """
 
 import logging
@@ -22,6 +36,7 @@ from tqdm import tqdm
 from mlcore.candles import CandleError, load_csv, timeframe_delta, validate_candles
 from signals_app.models import Candle, Market
 from signals_app.sources import CandleSource, SourceError, SourceMarket, candle_source, closed_until
+from signals_app.sources.base import only_closed
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +87,20 @@ def fetch_window_start(market: SourceMarket, *, now: pd.Timestamp) -> pd.Timesta
 
 
 def valid_candles(frame: pd.DataFrame, *, market: SourceMarket) -> tuple[pd.DataFrame, int]:
-    """The frame without duplicates and bad rows (each logged), and how many rows were dropped."""
-    frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+    """The frame repaired and cleaned by the rules above (each case logged), and how many rows
+    were dropped."""
+    duplicated = frame.index.duplicated(keep="last")
+    for at in frame.index[duplicated]:
+        logger.warning("%s: duplicate candle at %s: the last one received is kept", market, at)
+    frame = frame[~duplicated]
+    if not frame.index.is_monotonic_increasing:
+        back = frame.index[1:][frame.index[1:] < frame.index[:-1]]
+        logger.warning("%s: candles out of order (%s first): sorted by time", market, back[0])
+        frame = frame.sort_index()
+    dropped = int(duplicated.sum())
     try:
         validate_candles(frame, timeframe=market.timeframe)
-        return frame, 0
+        return frame, dropped
     except CandleError:
         pass  # find every bad row, not just the first
     keep = np.ones(len(frame), dtype=bool)
@@ -91,7 +115,19 @@ def valid_candles(frame: pd.DataFrame, *, market: SourceMarket) -> tuple[pd.Data
                 frame.index[i],
                 str(exc).split(": ", 1)[-1],
             )
-    return frame[keep], int((~keep).sum())
+    return frame[keep], dropped + int((~keep).sum())
+
+
+def _log_gaps(frame: pd.DataFrame, *, market: SourceMarket, since: pd.Timestamp) -> None:
+    """Log each run of missing candles from `since` on (stored as they are: never invented)."""
+    if not len(frame):
+        return
+    delta = timeframe_delta(market.timeframe)
+    previous = frame.index[:-1].insert(0, since - delta)
+    for before, after in zip(previous, frame.index, strict=True):
+        if after - before > delta:
+            missing = (after - before) // delta - 1
+            logger.warning("%s: gap: %d candles missing after %s", market, missing, before)
 
 
 def _rows(market_id: int, frame: pd.DataFrame) -> list[Candle]:
@@ -139,9 +175,10 @@ def candles_sync(
                 {"market": str(target), "stage": "sync", "error": f"{type(exc).__name__}: {exc}"}
             )
             continue
-        frame = frame[(frame.index >= since) & (frame.index <= closed_until(now, market.timeframe))]
+        frame = only_closed(frame[frame.index >= since], market=target, now=now)
         frame, rejected = valid_candles(frame, market=target)
         report.candles_rejected += rejected
+        _log_gaps(frame, market=target, since=since)
         rows.extend(_rows(market.pk, frame))
     Candle.objects.bulk_create(rows, batch_size=INSERT_BATCH, ignore_conflicts=True)
     report.candles_stored = len(rows)
@@ -234,6 +271,12 @@ def _read_import_file(path: Path, *, timeframe: str, until: pd.Timestamp | None)
         row = int(misaligned[0])
         raise CandleError(
             f"{path}: line {row + 2} ({frame.index[row]}): timestamp not on the {timeframe} grid"
+        )
+    unclosed = np.flatnonzero(frame.index > closed_until(pd.Timestamp.now(tz="UTC"), timeframe))
+    if len(unclosed):
+        row = int(unclosed[0])
+        raise CandleError(
+            f"{path}: line {row + 2} ({frame.index[row]}): candle from the future (not closed yet)"
         )
     validate_candles(frame, timeframe=timeframe)
     if until is not None:

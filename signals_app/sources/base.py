@@ -1,6 +1,7 @@
 """What every market-data source shares: the market it is asked about, its errors, and the rule
 that only closed candles leave a source."""
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -8,6 +9,12 @@ import numpy as np
 import pandas as pd
 
 from mlcore.candles import COLUMNS, timeframe_delta
+
+logger = logging.getLogger(__name__)
+
+# Our clock and the exchange's may differ by seconds: at a candle boundary the exchange's newest
+# candle can open "after" our now. Beyond this it is a candle from the future.
+FUTURE_TOLERANCE = pd.Timedelta(minutes=1)
 
 
 class SourceError(Exception):
@@ -63,5 +70,10 @@ def candle_frame(times_ms, rows) -> pd.DataFrame:
     return pd.DataFrame(values, index=index, columns=list(COLUMNS))
 
 
-def only_closed(frame: pd.DataFrame, *, timeframe: str, now: pd.Timestamp) -> pd.DataFrame:
-    return frame[frame.index <= closed_until(now, timeframe)]
+def only_closed(frame: pd.DataFrame, *, market: SourceMarket, now: pd.Timestamp) -> pd.DataFrame:
+    """The candles closed at `now`. The one still open is left out quietly; one opening after
+    `now` (beyond FUTURE_TOLERANCE of clock skew) cannot exist yet: it is a data error, logged
+    with its market and time and left out."""
+    for at in frame.index[frame.index > now + FUTURE_TOLERANCE]:
+        logger.warning("%s: candle from the future at %s (now %s) not stored", market, at, now)
+    return frame[frame.index <= closed_until(now, market.timeframe)]

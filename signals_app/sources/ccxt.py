@@ -99,7 +99,7 @@ class CcxtSource:
             if len(page) < PAGE_LIMIT:
                 break
         frame = candle_frame([r[0] for r in rows], [r[1:6] for r in rows])
-        return only_closed(frame, timeframe=market.timeframe, now=now)
+        return only_closed(frame, market=market, now=now)
 
     def limits(self, market: SourceMarket) -> MarketLimits:
         """Lot, tick and minimum-size rules from the exchange's market list."""
