@@ -123,7 +123,7 @@ class TraderAdmin(admin.ModelAdmin):
             },
         ),  # fmt: skip
     ]
-    actions = ["enable", "disable", "resume"]
+    actions = ["enable", "disable", "resume", "close_positions"]
 
     @admin.action(description="Enable: trade the next signals")
     def enable(self, request, queryset):
@@ -142,6 +142,18 @@ class TraderAdmin(admin.ModelAdmin):
         for trader in queryset.filter(is_halted=True):
             trader_resume(trader=trader, at=timezone.now())
         self.message_user(request, "traders resumed", messages.SUCCESS)
+
+    @admin.action(
+        description="Close all positions at market (the trader stays enabled)",
+        permissions=["change"],
+    )
+    def close_positions(self, request, queryset):
+        from trading_app.services.positions import positions_close
+
+        for trader in queryset.select_related("account"):
+            result = positions_close(trader=trader, reason=f"closed in the admin by {request.user}")
+            level = messages.WARNING if result.problems else messages.SUCCESS
+            self.message_user(request, f"{trader.name}: {result}", level)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

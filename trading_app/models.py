@@ -321,6 +321,7 @@ class Position(models.Model):
         TAKE_PROFIT = "TAKE_PROFIT", "take profit"
         EXCHANGE = "EXCHANGE", "closed on the exchange"
         ENTRY_FAILED = "ENTRY_FAILED", "entry order rejected or failed"
+        MANUAL = "MANUAL", "closed by hand (admin or API)"
 
     ACTIVE = (Status.PENDING, Status.OPEN)
 
@@ -369,7 +370,7 @@ class Position(models.Model):
 class Order(models.Model):
     class Purpose(models.TextChoices):
         OPEN = "OPEN", "open a position"
-        CLOSE = "CLOSE", "close on an opposite signal"
+        CLOSE = "CLOSE", "close (opposite signal, or by hand)"
         STOP_LOSS = "STOP_LOSS", "stop loss hit"
         TAKE_PROFIT = "TAKE_PROFIT", "take profit hit"
 

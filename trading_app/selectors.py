@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 from django.db import connection
-from django.db.models import Count, F, Q, Sum, Window
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window
 from django.db.models.functions import RowNumber
 
 from signals_app.models import Candle, Market
@@ -96,6 +96,17 @@ def candle_frames(*, markets: Iterable[Market], lookback: int, until: datetime) 
         step = max(pd.Timedelta(m.timeframe) for m in markets)
         _fill_portable(grids, market_ids, until=until, step=step)
     return CandleFrames(*(pd.DataFrame(grid, columns=market_ids) for grid in grids))
+
+
+def latest_closes(*, market_ids: Iterable[int]) -> dict[int, Decimal]:
+    """market id -> close of its newest stored candle (markets without candles left out)."""
+    latest = Candle.objects.filter(market=OuterRef("pk")).order_by("-open_time")
+    rows = (
+        Market.objects.filter(pk__in=market_ids)
+        .annotate(close=Subquery(latest.values("close")[:1]))
+        .values_list("pk", "close")
+    )
+    return {pk: Decimal(repr(close)) for pk, close in rows if close is not None}
 
 
 def active_positions(*, trader_ids: Iterable[int], market_ids: Iterable[int]) -> list[Position]:

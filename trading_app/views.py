@@ -1,13 +1,29 @@
 """The trading API: traders (staff write, validated like the admin), orders and positions (read)."""
 
-from rest_framework import status, viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from signals_app.permissions import IsStaffOrReadOnly
 from trading_app.filters import OrderFilter, PositionFilter, TraderFilter
 from trading_app.models import Order, Position, Trader
 from trading_app.serializers import OrderSerializer, PositionSerializer, TraderSerializer
+from trading_app.services.positions import positions_close
+
+CLOSE_RESULT = inline_serializer(
+    "CloseResult",
+    {
+        "closed": serializers.IntegerField(help_text="close orders placed (paper: filled)"),
+        "withdrawn": serializers.IntegerField(help_text="unfilled entries canceled"),
+        "problems": serializers.ListField(
+            child=serializers.CharField(), help_text="positions left active, and why"
+        ),
+    },
+)
 
 
 class Conflict(APIException):
@@ -41,6 +57,15 @@ class TraderViewSet(viewsets.ModelViewSet):
                 "(deleting it would delete its trading history)"
             )
         instance.delete()
+
+    @extend_schema(request=None, responses=CLOSE_RESULT, summary="Close all positions at market")
+    @action(detail=True, methods=["post"], url_path="close-positions")
+    def close_positions(self, request: Request, pk: str | None = None) -> Response:
+        """Close every pending or open position of the trader at market (staff only). A repeat
+        finds nothing left to close; the trader stays enabled (disable it to stay flat)."""
+        trader = self.get_object()
+        result = positions_close(trader=trader, reason=f"closed through the API by {request.user}")
+        return Response(result.as_dict())
 
 
 class OrderViewSet(viewsets.ReadOnlyModelViewSet):

@@ -37,17 +37,16 @@ from trading_app.selectors import (
 )
 from trading_app.services.orders import (
     client_order_id,
-    fill_apply,
+    exit_order,
+    order_place,
     order_refresh,
-    order_request,
-    order_submit,
+    paper_fill,
 )
 
 logger = logging.getLogger(__name__)
 
 ATR_PERIOD = 14
 ENTRY_SIDE = {Position.Side.LONG: Order.Side.BUY, Position.Side.SHORT: Order.Side.SELL}
-EXIT_SIDE = {Position.Side.LONG: Order.Side.SELL, Position.Side.SHORT: Order.Side.BUY}
 
 
 @dataclass
@@ -327,14 +326,9 @@ def _plan(
         plan.reasons.append(f"the {existing.side} entry on {market.symbol} is still pending")
         return plan
     if existing is not None:
-        order = Order(
-            client_order_id=client_order_id(
-                account=account, trader_id=trader.pk, purpose=Order.Purpose.CLOSE,
-                signal_id=signal.pk,
-            ),
-            trader=trader, market=market, signal=signal, position=existing,
-            purpose=Order.Purpose.CLOSE, side=EXIT_SIDE[existing.side], amount=existing.amount,
-            price=pair.price,
+        order = exit_order(
+            account=account, position=existing, market=market, purpose=Order.Purpose.CLOSE,
+            price=pair.price, signal=signal,
         )  # fmt: skip
         plan.close = (order, existing)
         plan.reasons.append(f"closing the opposite {existing.side} position first")
@@ -432,11 +426,10 @@ def _execute_paper(
                     continue
                 order, position = step
                 counted = position.unrealized_pnl - position.fees  # in equity until now
-                fill = exchange.fill(order_request(order), price=pair.price, at=now)
-                order.attempts, order.submitted_at = 1, now
-                pnl = fill_apply(
-                    order=order, fill=fill, position=position, balance=balance, now=now
-                )
+                pnl = paper_fill(
+                    exchange=exchange, order=order, position=position, balance=balance,
+                    price=pair.price, now=now,
+                )  # fmt: skip
                 orders.append(order)
                 signal_orders[pair.signal.pk] += 1
                 if order.purpose == Order.Purpose.OPEN:
@@ -563,7 +556,7 @@ def _execute_exchange(
 
     result.orders += len(closes) + len(entries)
     for order in closes + entries:
-        result.retry |= _submit(order=order, adapter=adapter, account=account)
+        result.retry |= order_place(order=order, adapter=adapter, account=account)
     for entry, position, close in deferred:
         close.refresh_from_db()
         if close.status in (Order.Status.SUBMITTED, Order.Status.OPEN) and close.exchange_order_id:
@@ -580,17 +573,7 @@ def _execute_exchange(
             entry.position = position
             entry.save()
         result.orders += 1
-        result.retry |= _submit(order=entry, adapter=adapter, account=account)
-
-
-def _submit(*, order: Order, adapter, account: ExchangeAccount) -> bool:
-    """Place one order; True when a temporary error means the batch must be retried."""
-    try:
-        order_submit(order=order, adapter=adapter, account=account)
-    except TemporaryExchangeError as exc:
-        logger.warning("order %s: %s (will retry)", order.client_order_id, exc)
-        return True
-    return False
+        result.retry |= order_place(order=entry, adapter=adapter, account=account)
 
 
 def _resume_unsettled(*, signals: list[Signal]) -> bool:
@@ -608,5 +591,5 @@ def _resume_unsettled(*, signals: list[Signal]) -> bool:
     for order in pending:
         account = order.trader.account
         adapter = adapters.setdefault(account.pk, adapter_for(account))
-        retry |= _submit(order=order, adapter=adapter, account=account)
+        retry |= order_place(order=order, adapter=adapter, account=account)
     return retry

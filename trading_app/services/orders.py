@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from signals_app.models import Signal
+from signals_app.models import Market, Signal
 from trading_app.exchanges.base import (
     ExchangeAdapter,
     ExchangeOrder,
@@ -23,6 +23,7 @@ from trading_app.exchanges.base import (
     PermanentExchangeError,
     TemporaryExchangeError,
 )
+from trading_app.exchanges.paper import PaperExchange, paper_balance
 from trading_app.models import Balance, ExchangeAccount, Order, Position, Trader
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ PURPOSE_CODES = {
 # Attempts to place one order before it is marked FAILED (temporary errors only).
 MAX_ATTEMPTS = 5
 ACCEPTED = (Order.Status.SUBMITTED, Order.Status.OPEN, Order.Status.FILLED)
+EXIT_SIDE = {Position.Side.LONG: Order.Side.SELL, Position.Side.SHORT: Order.Side.BUY}
 
 
 def client_order_id(
@@ -46,9 +48,32 @@ def client_order_id(
     signal_id: int | None = None,
     position_id: int | None = None,
 ) -> str:
-    """Entries and reversals are keyed by signal, SL/TP exits by position."""
+    """Entries and reversals are keyed by signal, SL/TP exits and closes by hand by position."""
     source = f"s{signal_id}" if signal_id is not None else f"p{position_id}"
     return f"{account.client_id_prefix}-{trader_id}-{source}-{PURPOSE_CODES[purpose]}"
+
+
+def exit_order(
+    *,
+    account: ExchangeAccount,
+    position: Position,
+    market: Market,
+    purpose: str,
+    price: Decimal | None,
+    signal: Signal | None = None,
+) -> Order:
+    """The (unsaved) reduce-only market order that closes all of `position`.
+
+    A reversal is keyed by the signal that causes it; SL/TP exits and closes by hand (no signal)
+    by the position, so each of those can exist once per position."""
+    return Order(
+        client_order_id=client_order_id(
+            account=account, trader_id=position.trader_id, purpose=purpose,
+            signal_id=signal.pk if signal is not None else None, position_id=position.pk,
+        ),
+        trader_id=position.trader_id, market=market, signal=signal, position=position,
+        purpose=purpose, side=EXIT_SIDE[position.side], amount=position.amount, price=price,
+    )  # fmt: skip
 
 
 def order_request(order: Order) -> OrderRequest:
@@ -72,7 +97,6 @@ def fill_apply(
     position: Position,
     balance: Balance | None,
     now: datetime,
-    close_reason: str = "",
 ) -> Decimal:
     """Apply a filled order to the in-memory order, position and (paper) balance.
 
@@ -105,14 +129,36 @@ def fill_apply(
     position.exit_price = average
     position.status = Position.Status.CLOSED
     position.closed_at = order.filled_at
-    position.close_reason = close_reason or {
-        Order.Purpose.STOP_LOSS: Position.CloseReason.STOP_LOSS,
-        Order.Purpose.TAKE_PROFIT: Position.CloseReason.TAKE_PROFIT,
-    }.get(order.purpose, Position.CloseReason.SIGNAL)
+    position.close_reason = _close_reason(order)
     if balance is not None:
         balance.used -= margin
         balance.free += margin + gross - fee
     return position.realized_pnl
+
+
+def _close_reason(order: Order) -> str:
+    if order.purpose == Order.Purpose.STOP_LOSS:
+        return Position.CloseReason.STOP_LOSS
+    if order.purpose == Order.Purpose.TAKE_PROFIT:
+        return Position.CloseReason.TAKE_PROFIT
+    # A CLOSE is a reversal when a signal caused it, else a person's (services.positions).
+    return Position.CloseReason.SIGNAL if order.signal_id else Position.CloseReason.MANUAL
+
+
+def paper_fill(
+    *,
+    exchange: PaperExchange,
+    order: Order,
+    position: Position,
+    balance: Balance,
+    price: Decimal,
+    now: datetime,
+) -> Decimal:
+    """Fill a market order on the paper exchange at reference `price` and apply it in memory, as
+    `fill_apply` (the caller saves order, position and balance, and adds the PnL returned)."""
+    order.attempts, order.submitted_at = 1, now
+    fill = exchange.fill(order_request(order), price=price, at=now)
+    return fill_apply(order=order, fill=fill, position=position, balance=balance, now=now)
 
 
 def _entry_failed(order: Order, position: Position | None, now: datetime) -> None:
@@ -134,11 +180,7 @@ def order_record(*, order: Order, reply: ExchangeOrder, account: ExchangeAccount
         )
         order.exchange_order_id = reply.id
         if reply.status == OrderStatus.CLOSED and position is not None:
-            balance = None
-            if account.is_paper:
-                from trading_app.exchanges.paper import paper_balance
-
-                balance = paper_balance(account, lock=True)
+            balance = paper_balance(account, lock=True) if account.is_paper else None
             pnl = fill_apply(order=order, fill=reply, position=position, balance=balance, now=now)
             if balance is not None:
                 balance.save(update_fields=["free", "used", "updated_at"])
@@ -228,6 +270,36 @@ def order_submit(*, order: Order, adapter: ExchangeAdapter, account: ExchangeAcc
         _order_reject(order=order, status=Order.Status.REJECTED, reason=str(exc))
         return
     order_record(order=order, reply=reply, account=account)
+
+
+def order_place(*, order: Order, adapter: ExchangeAdapter, account: ExchangeAccount) -> bool:
+    """`order_submit` for callers that carry on: a temporary error is logged and True returned
+    (the order stays SUBMITTED for a retried task, or for positions_sync, to place later)."""
+    try:
+        order_submit(order=order, adapter=adapter, account=account)
+    except TemporaryExchangeError as exc:
+        logger.warning("order %s: %s (will retry)", order.client_order_id, exc)
+        return True
+    return False
+
+
+def order_cancel(
+    *, order: Order, adapter: ExchangeAdapter, account: ExchangeAccount, reason: str
+) -> None:
+    """Withdraw an unsettled order. The exchange is asked first, by exchange id or else by client
+    order id: a fill it reports is recorded as a fill, an order still open there is canceled
+    there, and one it never received is canceled here (so nobody places it later)."""
+    symbol = order.market.ccxt_symbol
+    if order.exchange_order_id:
+        reply = adapter.fetch_order(order_id=order.exchange_order_id, symbol=symbol)
+    else:
+        reply = adapter.find_order(client_order_id=order.client_order_id, symbol=symbol)
+    if reply is not None and reply.status == OrderStatus.OPEN:
+        reply = adapter.cancel_order(order_id=reply.id, symbol=symbol)
+    if reply is None:
+        _order_reject(order=order, status=Order.Status.CANCELED, reason=reason)
+    else:
+        order_record(order=order, reply=reply, account=account)
 
 
 def order_refresh(*, order: Order, adapter: ExchangeAdapter, account: ExchangeAccount) -> None:

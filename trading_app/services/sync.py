@@ -9,22 +9,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import F, Q
 from django.utils import timezone
 
-from signals_app.models import Candle, Market
+from signals_app.models import Candle
 from trading_app import risk
 from trading_app.exchanges import ExchangeError, adapter_for
 from trading_app.exchanges.paper import Exit, PaperExchange, paper_balance, triggered_exit
 from trading_app.models import EquitySnapshot, ExchangeAccount, Order, Position, Trader
-from trading_app.selectors import trader_equity
-from trading_app.services.orders import (
-    client_order_id,
-    fill_apply,
-    order_refresh,
-    order_request,
-    order_submit,
-)
+from trading_app.selectors import latest_closes, trader_equity
+from trading_app.services.orders import exit_order, order_refresh, order_submit, paper_fill
 
 logger = logging.getLogger(__name__)
 
@@ -143,19 +137,14 @@ def _exits_paper(*, account: ExchangeAccount, now: datetime, result: SyncResult,
                 if exit_.reason == Position.CloseReason.STOP_LOSS
                 else Order.Purpose.TAKE_PROFIT
             )
-            order = Order(
-                client_order_id=client_order_id(
-                    account=account, trader_id=position.trader_id, purpose=purpose,
-                    position_id=position.pk,
-                ),
-                trader_id=position.trader_id, market=position.market, position=position,
-                purpose=purpose, side="sell" if position.side == Position.Side.LONG else "buy",
-                amount=position.amount, price=exit_.price, attempts=1, submitted_at=now,
+            order = exit_order(
+                account=account, position=position, market=position.market, purpose=purpose,
+                price=exit_.price,
             )  # fmt: skip
-            fill = exchange.fill(order_request(order), price=exit_.price, at=now)
-            realized[position.trader_id] += fill_apply(
-                order=order, fill=fill, position=position, balance=balance, now=now
-            )
+            realized[position.trader_id] += paper_fill(
+                exchange=exchange, order=order, position=position, balance=balance,
+                price=exit_.price, now=now,
+            )  # fmt: skip
             order.save()
             position.save()
             if purpose == Order.Purpose.STOP_LOSS:
@@ -187,7 +176,7 @@ def _exits_exchange(
         logger.warning("account %s: positions unavailable: %s", account.name, exc)
         return
     candles = _candles_since(positions)
-    prices = _latest_prices({p.market_id for p in positions})
+    prices = latest_closes(market_ids={p.market_id for p in positions})
     for position in positions:
         exit_, checked = _exit_of(position, candles)
         position.checked_until = checked
@@ -210,19 +199,9 @@ def _exits_exchange(
         result.closed_on_exchange += 1
 
 
-def _latest_prices(market_ids: set[int]) -> dict[int, Decimal]:
-    latest = Candle.objects.filter(market=OuterRef("pk")).order_by("-open_time")
-    rows = (
-        Market.objects.filter(pk__in=market_ids)
-        .annotate(close=Subquery(latest.values("close")[:1]))
-        .values_list("pk", "close")
-    )
-    return {pk: Decimal(repr(close)) for pk, close in rows if close is not None}
-
-
 def _mark_to_market(*, result: SyncResult, mine: Q) -> None:
     positions = list(Position.objects.filter(mine, status=Position.Status.OPEN))
-    prices = _latest_prices({p.market_id for p in positions})
+    prices = latest_closes(market_ids={p.market_id for p in positions})
     for position in positions:
         price = prices.get(position.market_id)
         if price is None:
