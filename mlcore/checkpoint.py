@@ -74,7 +74,10 @@ def load_checkpoint(path: Path, *, check_features: bool = True) -> Checkpoint:
         raise CheckpointMissing(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    # A truncated file fails inside torch's zip reader with OSError (EINVAL), others as below.
+    except (
+        pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+    ) as exc:  # fmt: skip
         raise CheckpointCorrupt(f"{path} is not a readable checkpoint: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointCorrupt(f"{path} is not a {FORMAT} checkpoint")

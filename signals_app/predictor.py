@@ -64,7 +64,10 @@ def _key(config: PredictorSettings) -> tuple:
         stat = config.path.stat()
     except FileNotFoundError:
         raise CheckpointMissing(f"no checkpoint at {config.path}") from None
-    return (str(config.path), stat.st_mtime_ns, stat.st_size, config.device, config.use_compile)
+    # A file put in place (copied over, or renamed in with its mtime kept) changes one of these:
+    # the inode on a rename, the change time on any write or rename (it cannot be set back).
+    file_version = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+    return (str(config.path), file_version, config.device, config.use_compile)
 
 
 def loaded_predictor(config: MLConfig):
