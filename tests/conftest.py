@@ -1,5 +1,7 @@
 """Fixtures shared by the whole suite."""
 
+import base64
+import json
 import os
 import signal
 import socket
@@ -8,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +24,39 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real market data not found at {SHARED_DATA} (set BOTAI_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(shared_data, tmp_path_factory) -> Path:
+    """A real tiny model trained on BTC and ETH 15m candles before 2025-05 (the period the
+    end-to-end tests replay comes after)."""
+    from dataclasses import replace
+
+    from mlcore.train import PRESETS, load_frames, train
+
+    ohlcv = shared_data / "ohlcv"
+    frames = load_frames(
+        [ohlcv / "BTC_USDT-15m.csv", ohlcv / "ETH_USDT-15m.csv"],
+        timeframe="15m",
+        until=pd.Timestamp("2025-05-01", tz="UTC"),
+    )
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    train(frames=frames, config=replace(PRESETS["tiny"], num_threads=1), out=out, progress=False)
+    return out
+
+
+def queued_tasks(queue: str) -> list[tuple[str, list]]:
+    """(task name, args) of the messages waiting in a queue of the test's Redis broker."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    messages = []
+    for raw in client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        messages.append((message["headers"]["task"], args))
+    return messages
 
 
 class WorkerProcess:

@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from signals_app.models import CycleRun, MLConfig, Signal
 from tests.conftest import ROOT, WorkerProcess, _database_url
-from tests.signals_app.test_cycle import tiny_checkpoint  # noqa: F401 (a fixture, used by name)
 from tests.trading_app import factories as f
 from trading_app.models import Balance, Order, Position, TradeDecision
 

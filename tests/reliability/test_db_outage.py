@@ -10,6 +10,7 @@ import pytest
 from botai.celery import app
 from signals_app.models import CycleRun, Prediction, Signal
 from signals_app.tasks import predict_batch
+from tests.conftest import queued_tasks
 from tests.reliability.conftest import (
     GPU_MARKETS,
     LOCK_SIGNAL,
@@ -22,7 +23,6 @@ from tests.reliability.conftest import (
     terminate,
     wait_for,
 )
-from tests.signals_app.test_cycle import _queued
 from trading_app.models import Balance, Order, TradeDecision
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -90,7 +90,7 @@ def test_gpu_batch_connection_dropped_then_retried(
     new = Signal.objects.exclude(pk=previous.pk)
     assert (fresh.count(), new.count()) == (GPU_MARKETS, GPU_MARKETS)
     accepted = sorted(new.filter(status="ACCEPTED").values_list("pk", flat=True))
-    assert _queued("trading") == [(PROCESS_SIGNALS, [accepted])]
+    assert queued_tasks("trading") == [(PROCESS_SIGNALS, [accepted])]
     figures.append(
         {"fault": "PostgreSQL drops the gpu worker's connection mid-batch",
          "markets": GPU_MARKETS, "retries": len(retries), "predictions": fresh.count(),

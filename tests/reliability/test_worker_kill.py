@@ -12,6 +12,7 @@ import pytest
 from botai.celery import app
 from signals_app.models import CycleRun, Prediction, Signal
 from signals_app.tasks import predict_batch
+from tests.conftest import queued_tasks
 from tests.reliability.conftest import (
     FAST_REDELIVERY,
     GPU_MARKETS,
@@ -26,7 +27,6 @@ from tests.reliability.conftest import (
     terminate,
     wait_for,
 )
-from tests.signals_app.test_cycle import _queued
 from tests.trading_app import factories as f
 from trading_app.models import Balance, Order, TradeDecision
 
@@ -126,14 +126,14 @@ def test_gpu_worker_killed_at_each_step_of_a_batch(
     assert new.count() == GPU_MARKETS
     accepted = sorted(new.filter(status="ACCEPTED").values_list("pk", flat=True))
     assert accepted, "the replayed afternoon should hold LONG/SHORT calls"
-    assert _queued("trading") == []
+    assert queued_tasks("trading") == []
 
     # Handed over (sent), then marked: the mark waits for the row, the message is already out.
     _killed_when_blocked(
         gpu(4, **FAST_REDELIVERY), 'UPDATE "signals_app_signal" SET "handed_at"',
         (LOCK_SIGNAL, [accepted[0]]),
     )  # fmt: skip
-    assert _queued("trading") == [(PROCESS_SIGNALS, [accepted])]
+    assert queued_tasks("trading") == [(PROCESS_SIGNALS, [accepted])]
     assert not new.filter(handed_at__isnull=False).exists()
 
     gpu(5, **FAST_REDELIVERY)()
@@ -147,14 +147,14 @@ def test_gpu_worker_killed_at_each_step_of_a_batch(
     assert new.count() == GPU_MARKETS
     assert not new.filter(status="ACCEPTED", handed_at__isnull=True).exists()
     # Sent before it was marked, the hand-over went out twice: trading absorbs the repeat.
-    handed = _queued("trading")
+    handed = queued_tasks("trading")
     assert handed == [(PROCESS_SIGNALS, [accepted])] * 2
 
     trader = f.trader(f.paper_account(paper_initial_balance=Decimal(100_000)), markets,
                       max_positions=100)  # fmt: skip
     start_worker("trading", name="trading-after-gpu")
     wait_for(
-        lambda: not _queued("trading") and TradeDecision.objects.count() == len(accepted),
+        lambda: not queued_tasks("trading") and TradeDecision.objects.count() == len(accepted),
         timeout=60, what="trading decided every handed signal",
     )  # fmt: skip
     orders = {s: Order.objects.filter(signal_id=s, trader=trader).count() for s in accepted}

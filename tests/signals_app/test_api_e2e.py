@@ -12,7 +12,7 @@ from signals_app import views
 from signals_app.ml_status import MODEL_PROBE_KEY
 from signals_app.models import Candle, Prediction, Signal
 from signals_app.probes import forget_probes
-from tests.signals_app.test_cycle import cycle, tiny_checkpoint  # noqa: F401 - fixtures
+from tests.signals_app.test_cycle import cycle  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,41 +1,21 @@
 """The per-minute cycle end to end: real candles from ../shared imported and replayed, a real tiny
 checkpoint, run_cycle dispatching to a real `gpu` Celery worker through Redis, PostgreSQL rows."""
 
-import base64
-import json
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-import redis
-from django.conf import settings as django_settings
 from django.core.management import call_command
 
 from signals_app.models import Candle, CycleRun, Market, MLConfig, ModelVersion, Prediction, Signal
 from signals_app.selectors import ml_status_checks, signal_metrics
 from signals_app.tasks import generate_signal, model_status, predict_batch, run_cycle
+from tests.conftest import queued_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 T0 = datetime(2025, 6, 1, tzinfo=UTC)  # candles are imported up to here, replayed after
 PROCESS_SIGNALS = "trading_app.tasks.process_signals"
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(shared_data, tmp_path_factory):
-    """A real tiny model trained on BTC and ETH 15m candles before the test period."""
-    from mlcore.train import PRESETS, load_frames, train
-
-    ohlcv = shared_data / "ohlcv"
-    frames = load_frames(
-        [ohlcv / "BTC_USDT-15m.csv", ohlcv / "ETH_USDT-15m.csv"],
-        timeframe="15m",
-        until=pd.Timestamp("2025-05-01", tz="UTC"),
-    )
-    out = tmp_path_factory.mktemp("model") / "tiny.pt"
-    train(frames=frames, config=replace(PRESETS["tiny"], num_threads=1), out=out, progress=False)
-    return out
 
 
 @pytest.fixture
@@ -69,17 +49,6 @@ def _finished(run_id: int, timeout: float = 90) -> CycleRun:
             return run
         time.sleep(0.2)
     raise TimeoutError(f"cycle {run_id} did not finish: {CycleRun.objects.get(pk=run_id).__dict__}")
-
-
-def _queued(queue: str) -> list[tuple[str, list]]:
-    """(task name, args) of the messages waiting in a Redis queue."""
-    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    messages = []
-    for raw in client.lrange(queue, 0, -1):
-        message = json.loads(raw)
-        args = json.loads(base64.b64decode(message["body"]))[0]
-        messages.append((message["headers"]["task"], args))
-    return messages
 
 
 def _recorded_close(shared_data, symbol: str, at: datetime) -> float:
@@ -119,7 +88,7 @@ def test_a_cycle_predicts_real_candles_on_a_real_gpu_worker(cycle, shared_data, 
 
     accepted = list(Signal.objects.filter(status="ACCEPTED").values_list("pk", flat=True))
     assert accepted == list(Signal.objects.exclude(type="NEUTRAL").values_list("pk", flat=True))
-    assert _queued("trading") == ([(PROCESS_SIGNALS, [sorted(accepted)])] if accepted else [])
+    assert queued_tasks("trading") == ([(PROCESS_SIGNALS, [sorted(accepted)])] if accepted else [])
     assert run.signals_accepted == len(accepted)
     assert not Signal.objects.filter(status="ACCEPTED", handed_at__isnull=True).exists()
 
@@ -157,14 +126,14 @@ def test_double_fire_and_redelivery_add_nothing(cycle):
     assert Signal.objects.count() == 2
     assert first.predictions + second.predictions == 2
     assert first.cache_hits + second.cache_hits == 2
-    handed = _queued("trading")
+    handed = queued_tasks("trading")
     assert len(handed) <= 1  # accepted signals go to trading once
     # A redelivered batch (the worker died after the work, before the ack).
     ids = list(Market.objects.values_list("pk", flat=True))
     report = predict_batch.delay(ids, T0.isoformat()).get(timeout=60)
     assert (report["predicted"], report["cache_hits"], report["accepted_ids"]) == (0, 2, [])
     assert (Prediction.objects.count(), Signal.objects.count()) == (2, 2)
-    assert _queued("trading") == handed
+    assert queued_tasks("trading") == handed
 
 
 def test_a_failing_market_is_recorded_and_the_others_are_predicted(cycle):
