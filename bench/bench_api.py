@@ -25,11 +25,13 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+import bench
+
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/botai_bench"
 )
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", bench.REDIS_URL)
 ENDPOINTS = ("/api/v1/ml/status", "/api/v1/ml/predictions/BTCUSDT")
 # Every request a distinct URL: each one builds its page (no response cache), for reference.
 UNCACHED = "/api/v1/ml/predictions/BTCUSDT?request={i}"

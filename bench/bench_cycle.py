@@ -12,7 +12,7 @@ has reported.
 
     .venv/bin/python -m bench.bench_cycle [--sizes 9 100 500] [--workers 2] [--model PATH]
         [--database-url postgres://postgres@127.0.0.1:5432/botai_bench_cycle]
-        [--redis-url redis://127.0.0.1:6379/14]
+        [--redis-url redis://127.0.0.1:6379/7]
 
 Without --model a checkpoint of the production architecture (mlcore.train preset "default",
 1 epoch on synthetic candles: inference cost depends on the architecture, not on the training)
@@ -28,6 +28,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
+
+from bench import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"new_9": 2.0, "new_500": 60.0, "hit_9": 0.2}
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/botai_bench_cycle"
     )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args(argv)
 
     model = _model(args.model)

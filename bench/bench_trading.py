@@ -15,7 +15,7 @@ and the median reversal rate. The target on 2 CPU cores is >= 2,000 signals/s.
     .venv/bin/python -m bench.bench_trading [--markets 2000] [--traders 4] [--accounts 1]
         [--batch 500] [--candles 120] [--concurrency 1] [--rounds 5]
         [--database-url postgres://postgres@127.0.0.1:5432/botai_bench_trading]
-        [--redis-url redis://127.0.0.1:6379/13]
+        [--redis-url redis://127.0.0.1:6379/7]
 """
 
 import argparse
@@ -31,6 +31,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tqdm import tqdm
+
+from bench import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SIGNALS_PER_SECOND = 2_000
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/botai_bench_trading"
     )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args(argv)
 
     _fresh_database(args.database_url)
