@@ -230,5 +230,8 @@ LOGGING = {
         "mlcore": {"handlers": ["ml_signals"], "level": "INFO"},
         "signals_app": {"handlers": ["ml_signals"], "level": "INFO"},
         "trading_app": {"handlers": ["trading"], "level": "INFO"},
+        # ccxt's DEBUG lines dump each request's headers, the exchange API key among them: never
+        # let them through, whatever LOG_LEVEL says.
+        "ccxt": {"level": "INFO"},
     },
 }

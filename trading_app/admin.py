@@ -43,18 +43,17 @@ class ExchangeAccountForm(forms.ModelForm):
             "paper_slippage_percentage", "paper_fee_percentage",
         ]  # fmt: skip
 
-    def save(self, commit=True):
-        account = super().save(commit=False)
-        data = self.cleaned_data
+    def clean(self):
+        data = super().clean()
+        # On the instance before the model's own validation runs (next), which requires a live
+        # or testnet account to have credentials: else keys typed here could never be saved.
         if data.get("api_key") or data.get("secret"):
-            account.set_credentials(
+            self.instance.set_credentials(
                 api_key=data.get("api_key", ""),
                 secret=data.get("secret", ""),
                 password=data.get("password", ""),
             )
-        if commit:
-            account.save()
-        return account
+        return data
 
 
 @admin.register(ExchangeAccount)
