@@ -100,7 +100,7 @@ def system(shared_data, tiny_checkpoint, tmp_path, transactional_db):
         WorkerProcess(queues=queue, name=f"restart-{queue}", env=env)
         for queue in ("default", "gpu", "trading")
     ]
-    probe = Celery("probe", broker=url, backend=url)
+    probe = Celery("probe", broker=url, backend=url, set_as_current=False)
     for worker in workers:
         wait_for(
             lambda w=worker: w.process.poll() is None
@@ -128,6 +128,7 @@ def system(shared_data, tiny_checkpoint, tmp_path, transactional_db):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+    probe.close()
     embedded_redis.stop(state["redis"])  # the restarted one
 
 
