@@ -195,7 +195,7 @@ GPU_MARKETS = 24
 
 
 @pytest.fixture
-def gpu_batch(shared_data, tiny_checkpoint, settings, transactional_db):  # noqa: F811
+def gpu_batch(shared_data, tiny_checkpoint, settings, transactional_db):
     """24 markets, each with its own window of real BTC or ETH candles (enough for the model),
     one of them with the previous candle's signal still open; a cycle run expecting one batch."""
     settings.MODEL_PATH = tiny_checkpoint

@@ -5,8 +5,11 @@ The kill lands at a chosen point of the batch: the test holds a row lock the wor
 waits until PostgreSQL shows the worker blocked on it, and kills the process there. Nothing is
 slowed down or stubbed; the batch is real work on real rows."""
 
+import signal
+import time
 from decimal import Decimal
 
+import psutil
 import pytest
 
 from botai.celery import app
@@ -70,6 +73,42 @@ def test_trading_worker_killed_mid_batch(two_books, start_worker, figures):
     figures.append(
         {"fault": "trading worker SIGKILL mid-batch (one account committed, one mid-transaction)",
          "signals": len(ids), "orders": expected, **counts}
+    )  # fmt: skip
+
+
+def test_trading_pool_process_killed_mid_batch_is_redone_at_once(two_books, start_worker, figures):
+    """The Procfile's trading worker is a prefork pool: when the OOM killer (here SIGKILL) takes
+    the pool process running a batch, the worker's main process sees it lost and puts the
+    message back at once (task_reject_on_worker_lost), without waiting for Redis to redeliver."""
+    ids = [s.pk for _, _, signals in two_books for s in signals]
+    worker = start_worker("trading", name="trading-prefork", pool="prefork", concurrency=1)
+    main = psutil.Process(worker.process.pid)
+    with held((LOCK_SIGNAL, [two_books[1][2][-1].pk])):
+        app.send_task(PROCESS_SIGNALS, args=[ids])
+        blocked = wait_for(
+            lambda: other_sessions(waiting_on_lock=True), timeout=60,
+            what="the pool process blocked inside account B's transaction",
+        )  # fmt: skip
+        [child] = main.children()
+        child.send_signal(signal.SIGKILL)
+        terminate(blocked)  # the dead process's session, as PostgreSQL ends it once it notices
+    started = time.monotonic()
+    expected = len(ids) * TRADERS_PER_ACCOUNT
+    wait_for(
+        lambda: Order.objects.count() >= expected
+        and not Signal.objects.filter(pk__in=ids).exclude(status="EXECUTED").exists(),
+        timeout=30, what="the batch redone by a new pool process",
+    )  # fmt: skip
+    redone_in = time.monotonic() - started
+    assert main.is_running()
+    assert worker.process.poll() is None
+    assert "WorkerLostError" in worker.log.read_text()
+    counts = every_signal_has_exactly_its_orders(two_books)
+    assert counts == {"lost": 0, "duplicates": 0}
+    figures.append(
+        {"fault": "trading pool process SIGKILLed mid-batch (prefork, reject on worker lost)",
+         "signals": len(ids), "orders": expected, "redone_in_seconds": round(redone_in, 1),
+         **counts}
     )  # fmt: skip
 
 
