@@ -111,6 +111,7 @@ def test_an_invalid_order_is_rejected_with_the_exchange_reason(setup, bybit):  #
     assert len(bybit.creates) == 1  # a refusal is not retried
 
 
+@pytest.mark.e2e
 def test_the_trading_task_retries_with_backoff_through_the_broker(setup, bybit, figures):  # noqa: F811
     """A real Celery worker (in a thread of this process, so the HTTP stand-in answers it) takes
     the batch from Redis: the exchange is busy (503), the task is retried by the broker after a

@@ -101,6 +101,7 @@ def test_bad_candles_are_rejected_or_repaired_and_logged(btc, caplog, figures):
     )  # fmt: skip
 
 
+@pytest.mark.slow  # the real tiny checkpoint
 def test_the_model_is_never_fed_a_bad_candle(btc, shared_data, tiny_checkpoint, settings, caplog):
     """Through the real predictor: a gap in the window, bad rows written straight to the
     database, a candle from the future in the database. Only the clean market is predicted,
