@@ -41,13 +41,21 @@ class SyncResult:
 
 
 def positions_sync(
-    *, now: datetime | None = None, trader_ids: Collection[int] | None = None
+    *,
+    now: datetime | None = None,
+    trader_ids: Collection[int] | None = None,
+    mark_only: bool = False,
 ) -> SyncResult:
     """`trader_ids` limits the sync to those traders: a backtest syncs its own trader only, so
-    it neither locks nor changes live rows and never calls a live exchange."""
+    it neither locks nor changes live rows and never calls a live exchange. `mark_only` only
+    marks the open positions to market (a backtest that knows no order, exit, peak or halt is
+    due on this candle)."""
     now = now or timezone.now()
     result = SyncResult()
     mine = Q() if trader_ids is None else Q(trader_id__in=trader_ids)
+    if mark_only:
+        _mark_to_market(result=result, mine=mine)
+        return result
     _settle_orders(now=now, result=result, mine=mine)
     accounts = ExchangeAccount.objects.filter(traders__positions__status=Position.Status.OPEN)
     if trader_ids is not None:
