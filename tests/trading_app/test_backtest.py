@@ -144,15 +144,24 @@ def test_no_look_ahead_truncating_the_candles_after_t_keeps_every_decision_up_to
         assert truncated["equity"][name][:-1] == full["equity"][name][: steps - 1]
 
 
-def test_skipping_quiet_steps_changes_nothing(world):
-    """Only steps with an accepted signal or an open position go through the services; sending
-    every step gives the same orders and the same equity."""
+@pytest.mark.parametrize("max_drawdown", [10.0, 0.05], ids=["defaults", "halting"])
+def test_skipping_quiet_steps_changes_nothing(world, max_drawdown):
+    """Only steps with an accepted signal, or on which the sync has work, go through the
+    services; sending every step gives the same orders, equity and halt. With a 0.05% drawdown
+    limit the trader is halted along the way."""
     trader = world["trader"]
-    fast = backtest_run(trader=trader, start=START, end=END, progress=False)
-    thorough = backtest_run(trader=trader, start=START, end=END, progress=False, every_step=True)
+    Trader.objects.filter(pk=trader.pk).update(max_drawdown_percentage=max_drawdown)
+    trader.refresh_from_db()
+    end = datetime(2025, 6, 6, 23, 45, tzinfo=UTC)
+    fast = backtest_run(trader=trader, start=START, end=end, progress=False)
+    thorough = backtest_run(trader=trader, start=START, end=end, progress=False, every_step=True)
     assert fast.service_steps < thorough.service_steps == thorough.steps
     assert _orders(_report(fast)["orders"]) == _orders(_report(thorough)["orders"])
+    assert len(_report(fast)["orders"]) > 2
     assert _report(fast)["equity"] == _report(thorough)["equity"]
+    halted = fast.metrics["replay"]["halted_reason"]
+    assert halted == thorough.metrics["replay"]["halted_reason"]
+    assert bool(halted) == (max_drawdown < 1)
 
 
 def test_equity_curve_is_what_the_position_sync_snapshots(world):

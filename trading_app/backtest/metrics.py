@@ -258,6 +258,8 @@ def backtest_report(*, outcome, tapes, trader, run) -> dict:
         "decisions": outcome.decisions,
         "orders": len(outcome.orders),
         "halted_reason": outcome.halted_reason,
+        "sync_reasons": outcome.sync_reasons,
+        "stage_seconds": outcome.stage_seconds,  # the report's own time is added once written
     }
     return {
         "run": {

@@ -5,13 +5,14 @@
 One candle time t, on the clock t + timeframe (the moment candle t closed, when the live cycle
 would act on it):
 
-    Predictor                mlcore Predictor.predict_series: every step's prediction, computed
-                             before the replay, many time steps per forward pass and features
-                             cached per gap-free run (equal to the live step-by-step predict()
-                             within float32 noise, tests/mlcore/test_predict_series.py)
+    Predictor                mlcore Predictor.iter_series: every step's prediction, many time
+                             steps per forward pass, features cached per gap-free run (equal to
+                             the live step-by-step predict() within float32 noise, see
+                             tests/mlcore/test_predict_series.py), streamed from a model process
+                             that runs a little ahead of the replay (backtest.forecast)
     ML signal processor      signals_app.services.signals.signal_build on that prediction in
                              memory: does step t produce an ACCEPTED signal?
-    -- only steps with an ACCEPTED signal or an open position go on to the services --
+    -- steps with an ACCEPTED signal, and steps the sync has work on, go on to the services --
     candles                  the run's markets receive their candles up to t (never a later one)
     predictions, signals     stored the way predictions_run stores them (signals_from_predictions,
                              signals_supersede); the ACCEPTED ids are handed over in one batch
@@ -37,9 +38,16 @@ would need its own migrations and a second connection routed through every servi
 on SQLite the one transaction holds the database's write lock for the whole run, so run
 backtests there while the live processes are stopped; PostgreSQL has no such limit.
 
-Skipped steps: a step with no ACCEPTED signal and no open position would only have the sync
-write an equity snapshot equal to the previous one (equity moves with open positions alone), so
-it is not sent. every_step=True sends every step; a test shows both give the same orders.
+Skipped steps: the live sync runs every minute, but on most candles it changes nothing a later
+decision reads. The replay tracks the trader's open positions, realised PnL and peak as the
+services left them (Book) and calls the sync only on a step where it could matter: the first
+step; a candle that reaches an open position's stop loss or take profit; the step before an
+ACCEPTED signal while positions are open (the engine sizes on equity marked at that close); and
+a step whose equity could set a new peak or reach the drawdown limit (after a trade, or with
+positions open). Float estimates are compared with a margin that errs towards calling. What is
+skipped is an equity snapshot and a re-mark that the next call overwrites. every_step=True
+sends every step; tests show both give the same orders and equity, and the parity test matches
+a live-path session that syncs every minute.
 
 No look-ahead: the database holds only candles closed by the clock (stored as time advances, as
 the live candle sync stores them), the engine is also bounded by as_of=t, and the prediction at t
@@ -48,10 +56,13 @@ reads candles up to t only (the truncation tests show it).
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from django.db import transaction
 from django.db.models import Count
@@ -61,9 +72,16 @@ from tqdm import tqdm
 from mlcore.candles import COLUMNS, timeframe_delta
 from mlcore.predictor import PredictionResult
 from signals_app.models import Candle, Market, MLConfig, ModelVersion, Prediction, Signal
-from signals_app.predictor import checkpoint_path, loaded_predictor, model_version_register
+from signals_app.predictor import (
+    checkpoint_path,
+    loaded_predictor,
+    model_version_register,
+    predictor_settings,
+)
 from signals_app.services.signals import signal_build, signals_from_predictions, signals_supersede
+from trading_app import risk
 from trading_app.backtest.candles import backtest_frames
+from trading_app.backtest.forecast import DONE, Forecast
 from trading_app.models import (
     TRADER_SETTING_FIELDS,
     BacktestRun,
@@ -92,7 +110,6 @@ class Tape:
     market: Market  # the live market, read only
     candles: pd.DataFrame
     predictions: dict[pd.Timestamp, PredictionResult]
-    accepted: set[pd.Timestamp] = field(default_factory=set)  # steps with an ACCEPTED signal
     copy: Market | None = None  # the run's market, inside the transaction
     stored_until: int = 0  # candles[:stored_until] are in the database
 
@@ -109,6 +126,8 @@ class Outcome:
     decisions: dict[str, int]
     halted_reason: str
     signals_accepted: int
+    sync_reasons: dict[str, int] = field(default_factory=dict)  # why the sync ran, per step
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def history_needed(*, trader: Trader, min_history: int) -> int:
@@ -134,30 +153,50 @@ def _prediction(result: PredictionResult, *, market_id: int, version_id: int, cl
     )
 
 
-def _screen(tape: Tape, *, config: MLConfig, version_id: int, steps_from: pd.Timestamp) -> None:
-    """Run the ML signal processor over every prediction in memory; keep the ACCEPTED steps."""
-    close = dict(zip(tape.candles.index, tape.candles["close"].tolist(), strict=True))
-    for t, result in tape.predictions.items():
-        if t < steps_from:
-            continue
-        row = _prediction(result, market_id=0, version_id=version_id, close=close[t])
-        signal = signal_build(row, config=config, timeframe=tape.market.timeframe)
-        if signal.status == Signal.Status.ACCEPTED:
-            tape.accepted.add(t)
+@dataclass
+class Book:
+    """The run's trader as the services left it after their last call: what decides whether
+    a skipped step would have changed anything."""
+
+    initial: Decimal
+    max_drawdown: float
+    realized: Decimal = Decimal(0)
+    peak: Decimal | None = None
+    positions: list[tuple] = field(default_factory=list)  # (tape, direction, amount, entry,
+    # fees, stop loss, take profit) as floats, for the open positions
 
 
 class Replay:
     """The loop inside the transaction."""
 
+    # Comparisons of float estimates against the services' Decimal arithmetic keep this margin,
+    # on the side of calling the services once too often.
+    MARGIN = 1e-9
+    MARKS = "marks before a signal"
+
     def __init__(self, *, run: BacktestRun, trader: Trader, config: MLConfig, tapes: list[Tape],
-                 version: ModelVersion, steps: list[pd.Timestamp], every_step: bool):  # fmt: skip
+                 version: ModelVersion, steps: list[pd.Timestamp], forecast: Forecast,
+                 every_step: bool):  # fmt: skip
         self.run, self.trader, self.config, self.tapes = run, trader, config, tapes
-        self.version, self.steps, self.every_step = version, steps, every_step
+        self.version, self.steps, self.forecast = version, steps, forecast
+        self.every_step = every_step
         self.copy: Trader | None = None
         # predictions_run writes a batch in Market order (exchange, symbol)
         self.batch_order = sorted(
             tapes, key=lambda tape: (tape.market.exchange, tape.market.symbol)
         )
+        index = pd.DatetimeIndex(steps)
+        self.high, self.low, self.close = (
+            [tape.candles[name].reindex(index).to_numpy() for tape in tapes]
+            for name in ("high", "low", "close")
+        )
+        self.close = [pd.Series(c).ffill().to_numpy() for c in self.close]  # a gap keeps its last
+        self.book = Book(
+            initial=trader.initial_capital, max_drawdown=trader.max_drawdown_percentage
+        )
+        self._accepted: dict[int, bool] = {}
+        self.service_steps = self.signals_accepted = 0
+        self.sync_reasons: Counter[str] = Counter()
 
     def setup(self) -> None:
         """The paper account, the markets and the trader the run trades on."""
@@ -183,6 +222,7 @@ class Replay:
         )  # fmt: skip
         self.copy.markets.set([tape.copy for tape in self.tapes])
 
+    # ------------------------------------------------------------------ the services
     def _store_candles(self, until: pd.Timestamp) -> None:
         rows = []
         for tape in self.tapes:
@@ -222,31 +262,139 @@ class Replay:
         signals_supersede(newest={s.market_id: s.candle_time for s in signals})
         return sorted(s.pk for s in signals if s.status == Signal.Status.ACCEPTED)
 
+    def _reload(self, *, positions: bool) -> None:
+        """Read the trader's PnL and peak back, and its open positions when they changed."""
+        self.book.realized, self.book.peak = Trader.objects.values_list(
+            "realized_pnl", "peak_equity"
+        ).get(pk=self.copy.pk)
+        if not positions:
+            return
+        tape_of = {tape.copy.pk: tape for tape in self.tapes}
+        self.book.positions = [
+            (
+                tape_of[market_id],
+                1.0 if side == Position.Side.LONG else -1.0,
+                float(amount),
+                float(entry),
+                float(fees),
+                stop_loss and float(stop_loss),
+                take_profit and float(take_profit),
+            )  # fmt: skip
+            for market_id, side, amount, entry, fees, stop_loss, take_profit in (
+                Position.objects.filter(trader=self.copy, status__in=Position.ACTIVE).values_list(
+                    "market_id",
+                    "side",
+                    "amount",
+                    "entry_price",
+                    "fees",
+                    "stop_loss",
+                    "take_profit",
+                )  # fmt: skip
+            )
+        ]
+
+    # ------------------------------------------------------------------ what to skip
+    def accepted(self, i: int) -> bool:
+        """Does step i produce an ACCEPTED signal? The ML signal processor on the in-memory
+        predictions (the services run it again on the stored ones)."""
+        if i not in self._accepted:
+            t = self.steps[i]
+            self._accepted[i] = any(
+                signal_build(
+                    _prediction(tape.predictions[t], market_id=0, version_id=self.version.pk,
+                                close=float(tape.candles.at[t, "close"])),
+                    config=self.config, timeframe=tape.market.timeframe,
+                ).status == Signal.Status.ACCEPTED
+                for tape in self.tapes
+                if t in tape.predictions
+            )  # fmt: skip
+        return self._accepted[i]
+
+    def _stop_or_take_profit(self, i: int) -> bool:
+        """Could an open position's stop loss or take profit trigger on candle i?"""
+        up, down = 1 + self.MARGIN, 1 - self.MARGIN
+        k = {id(tape): n for n, tape in enumerate(self.tapes)}
+        for tape, direction, _, _, _, stop, take in self.book.positions:
+            high, low = self.high[k[id(tape)]][i], self.low[k[id(tape)]][i]
+            if np.isnan(high):
+                continue
+            high, low = float(high), float(low)
+            if direction > 0 and ((stop and low <= stop * up) or (take and high >= take * down)):
+                return True
+            if direction < 0 and ((stop and high >= stop * down) or (take and low <= take * up)):
+                return True
+        return False
+
+    def _equity_moves_the_books(self, i: int) -> bool:
+        """Would the sync at step i raise the trader's peak or halt it on drawdown?"""
+        book = self.book
+        peak = book.peak or book.initial
+        if not book.positions:  # equity is exact here: capital + realised PnL
+            equity = book.initial + book.realized
+            drawdown = risk.drawdown_percentage(equity=equity, peak=peak)
+            return equity > peak or drawdown >= book.max_drawdown
+        k = {id(tape): n for n, tape in enumerate(self.tapes)}
+        equity = float(book.initial + book.realized) + sum(
+            direction * (self.close[k[id(tape)]][i] - entry) * amount - fees
+            for tape, direction, amount, entry, fees, _, _ in book.positions
+        )
+        peak = float(peak)
+        drawdown = 100 * (peak - equity) / peak
+        return bool(
+            equity >= peak * (1 - self.MARGIN) or drawdown >= book.max_drawdown - self.MARGIN
+        )
+
+    def _sync_reason(self, i: int, *, traded: bool) -> str:
+        """Why the sync must run at step i ("" when the live sync would change nothing a later
+        step reads): steps without an open position and without a trade keep equity flat; open
+        positions need the sync when the candle reaches a stop loss or take profit, when the
+        next step's engine sizes on equity marked at this close (then marking them is all it
+        takes: MARKS), and when equity could set a new peak or reach the drawdown limit."""
+        if self.every_step:
+            return "every step"
+        if i == 0:
+            return "first step"
+        if self.book.positions:
+            if self._stop_or_take_profit(i):
+                return "stop loss or take profit"
+            if self._equity_moves_the_books(i):
+                return "peak or drawdown"
+            if i + 1 < len(self.steps) and self.accepted(i + 1):
+                return self.MARKS
+            return ""
+        return "peak or drawdown" if traded and self._equity_moves_the_books(i) else ""
+
+    # ------------------------------------------------------------------ the loop
     def play(self, *, progress: bool) -> Outcome:
         self.setup()
         first = self.steps[0]
         delta = timeframe_delta(self.tapes[0].market.timeframe)
         self._store_candles(first - delta)  # the history before the first step
-        accepted_steps = set().union(*(tape.accepted for tape in self.tapes))
-        active = Position.objects.filter(trader=self.copy, status__in=Position.ACTIVE)
-        holding, service_steps, accepted = False, 0, 0
-        for t in tqdm(self.steps, desc="replay", unit="candle", disable=not progress):
-            trade = t in accepted_steps
-            if not (trade or holding or self.every_step or t == first):
-                continue
-            service_steps += 1
+        self._reload(positions=True)
+        last = len(self.steps) - 1
+        for i, t in enumerate(tqdm(self.steps, desc="replay", unit="candle", disable=not progress)):
+            self.forecast.wait(self.steps[min(i + 1, last)])
             clock = (t + delta).to_pydatetime()
-            self._store_candles(t)
-            if trade:
+            traded = self.accepted(i)
+            if traded:
+                self._store_candles(t)
                 ids = self._signals(t)
-                accepted += len(ids)
-                if ids:
-                    signals_process(signal_ids=ids, as_of=t.to_pydatetime(), now=clock)
-            positions_sync(now=clock, trader_ids=[self.copy.pk])
-            holding = active.exists()
-        return self._outcome(service_steps=service_steps, accepted=accepted)
+                self.signals_accepted += len(ids)
+                done = signals_process(signal_ids=ids, as_of=t.to_pydatetime(), now=clock)
+                if done.orders:
+                    self._reload(positions=True)
+            due = self._sync_reason(i, traded=traded)
+            if due:
+                self.sync_reasons[due] += 1
+                self._store_candles(t)
+                marks = due == self.MARKS
+                synced = positions_sync(now=clock, trader_ids=[self.copy.pk], mark_only=marks)
+                if not marks:
+                    self._reload(positions=bool(synced.stops or synced.take_profits))
+            self.service_steps += int(traded or bool(due))
+        return self._outcome()
 
-    def _outcome(self, *, service_steps: int, accepted: int) -> Outcome:
+    def _outcome(self) -> Outcome:
         symbols = {tape.copy.pk: tape.market.symbol for tape in self.tapes}
         orders = [
             {**row, "market": symbols[row.pop("market_id")]}
@@ -302,9 +450,10 @@ class Replay:
         )
         self.copy.refresh_from_db()
         return Outcome(
-            steps=self.steps, service_steps=service_steps, orders=orders, positions=positions,
-            snapshots=snapshots, decisions=decisions, halted_reason=self.copy.halted_reason,
-            signals_accepted=accepted,
+            steps=self.steps, service_steps=self.service_steps, orders=orders,
+            positions=positions, snapshots=snapshots, decisions=decisions,
+            halted_reason=self.copy.halted_reason, signals_accepted=self.signals_accepted,
+            sync_reasons=dict(self.sync_reasons),
         )  # fmt: skip
 
 
@@ -326,6 +475,7 @@ def backtest_replay(
     every_step: bool = False,
 ) -> tuple[Outcome, list[Tape]]:
     """Predict, then replay inside a transaction that is rolled back; returns what it left."""
+    lap = _Laps()
     config = MLConfig.load()
     predictor = loaded_predictor(config)
     markets = list(trader.markets.order_by("pk"))
@@ -341,39 +491,60 @@ def backtest_replay(
         markets=markets, start=start, end=end, data_dir=data_dir,
         history=history_needed(trader=trader, min_history=predictor.min_history),
     )  # fmt: skip
-    tapes = []
-    for market in tqdm(markets, desc="model", unit="market", disable=not progress):
-        frame = frames[market.pk]
-        results = predictor.predict_series(
-            frame, symbol=f"{market.exchange}:{market.symbol}", since=pd.Timestamp(start)
-        )
-        predictions = {t: r for t, r in results.items() if isinstance(r, PredictionResult)}
-        if len(predictions) < len(results):
-            first_error = next(r for r in results.values() if not isinstance(r, PredictionResult))
-            logger.warning(
-                "%s: %d of %d steps without a prediction (%s)", market,
-                len(results) - len(predictions), len(results), first_error,
-            )  # fmt: skip
-        tapes.append(Tape(market=market, candles=frame, predictions=predictions))
+    lap("candles")
+    tapes = [Tape(market=m, candles=frames[m.pk], predictions={}) for m in markets]
     steps = _run_steps(tapes, start=start, end=end)
     if not steps:
         raise BacktestError(f"no candle between {start} and {end}")
-
-    with transaction.atomic():
-        version = model_version_register(
-            name=predictor.version, checkpoint_path=str(checkpoint_path(config)),
-            fingerprint=predictor.fingerprint, feature_set=predictor.feature_set,
-            metrics=predictor.checkpoint.metrics, activate=False,
-        )  # fmt: skip
-        for tape in tapes:
-            _screen(tape, config=config, version_id=version.pk, steps_from=steps[0])
-        replay = Replay(
-            run=run, trader=trader, config=config, tapes=tapes, version=version, steps=steps,
-            every_step=every_step,
-        )  # fmt: skip
-        outcome = replay.play(progress=progress)
-        transaction.set_rollback(True)
+    wanted = predictor_settings(config)
+    forecast = Forecast(
+        path=str(wanted.path), device=wanted.device, threads=wanted.threads or 1,
+        fingerprint=predictor.fingerprint, since=steps[0],
+        markets=[(f"{t.market.exchange}:{t.market.symbol}", t.candles) for t in tapes],
+    )  # fmt: skip
+    for tape, predictions in zip(tapes, forecast.predictions, strict=True):
+        tape.predictions = predictions  # filled as the model process streams them in
+    forecast.start()
+    try:
+        with transaction.atomic():
+            version = model_version_register(
+                name=predictor.version, checkpoint_path=str(checkpoint_path(config)),
+                fingerprint=predictor.fingerprint, feature_set=predictor.feature_set,
+                metrics=predictor.checkpoint.metrics, activate=False,
+            )  # fmt: skip
+            replay = Replay(
+                run=run, trader=trader, config=config, tapes=tapes, version=version,
+                steps=steps, forecast=forecast, every_step=every_step,
+            )  # fmt: skip
+            outcome = replay.play(progress=progress)
+            transaction.set_rollback(True)
+        forecast.wait(DONE)  # its timing
+    finally:
+        forecast.stop()
+    lap("replay")
+    for tape, missing in zip(tapes, forecast.missing, strict=True):
+        if missing:
+            logger.warning(
+                "%s: %d steps without a prediction (%s)", tape.market, len(missing), missing[0]
+            )
+    outcome.stage_seconds = lap.seconds | {
+        "model_busy": round(forecast.busy_seconds, 3),  # in parallel with the replay
+        "replay_waiting_for_model": round(forecast.wait_seconds, 3),
+    }
     return outcome, tapes
+
+
+class _Laps:
+    """Seconds per stage of a run, for the report."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._last, 3)
+        self._last = now
 
 
 def run_settings(*, trader: Trader, config: MLConfig) -> dict:
@@ -426,15 +597,18 @@ def backtest_run(
             progress=progress, every_step=every_step,
         )  # fmt: skip
         predictor = loaded_predictor(config)
+        reported = time.perf_counter()
         report = backtest_report(outcome=outcome, tapes=tapes, trader=trader, run=run)
         run.model_name, run.model_fingerprint = predictor.version, predictor.fingerprint
         run.steps, run.service_steps = len(outcome.steps), outcome.service_steps
         run.orders = len(outcome.orders)
         run.metrics = report["metrics"]
         run.report_path = str(report_write(run=run, report=report, root=report_root))
+        outcome.stage_seconds["report"] = round(time.perf_counter() - reported, 3)
         run.status, run.finished_at = BacktestRun.Status.DONE, timezone.now()
         run.seconds = time.perf_counter() - started
-        run.save()
+        with transaction.atomic():  # a failing save leaves the except clause a usable connection
+            run.save()
     except Exception as exc:
         run.status, run.error = BacktestRun.Status.FAILED, f"{type(exc).__name__}: {exc}"
         run.seconds, run.finished_at = time.perf_counter() - started, timezone.now()

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mlcore.errors import ModelError
 from trading_app.backtest.candles import CandleDataError
+from trading_app.backtest.forecast import ForecastError
 from trading_app.backtest.replay import BacktestError, backtest_run
 from trading_app.models import Trader
 
@@ -64,7 +65,7 @@ class Command(BaseCommand):
                 trader=_trader(trader), start=first, end=last, data_dir=data,
                 progress=options["verbosity"] > 0, every_step=options["every_step"],
             )  # fmt: skip
-        except (BacktestError, CandleDataError, ModelError) as exc:
+        except (BacktestError, CandleDataError, ForecastError, ModelError) as exc:
             raise CommandError(f"backtest failed: {exc}") from exc
         strategy, hold = run.metrics["strategy"], run.metrics["buy_and_hold"]
         self.stdout.write(
