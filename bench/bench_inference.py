@@ -99,7 +99,7 @@ def run(
 
 
 def report(title: str, ceilings: tuple[float, float], results: list[BatchResult]) -> float:
-    """Print one table; return the best batch's share of the (median) matmul ceiling."""
+    """Print one table; return the best batch's share of the matmul ceiling."""
     ceiling, ceiling_best = ceilings
     print(f"\n{title}")
     print(f"matmul ceiling (float32 2048^3): {ceiling:.1f} GFLOP/s median, {ceiling_best:.1f} best")
@@ -112,7 +112,9 @@ def report(title: str, ceilings: tuple[float, float], results: list[BatchResult]
             f" {r.symbols_per_s:>10.0f} {r.flops / r.symbols / 1e6:>10.1f} {achieved:>8.1f}"
             f" {achieved / ceiling:>10.0%} {achieved_best / ceiling_best:>10.0%}"
         )
-    return max(r.gflops(r.timing.median) for r in results) / ceiling
+    # Judged best against best: on a shared machine both are the least disturbed samples, while a
+    # median ceiling can be dragged down by a neighbour mid-run (seen: 113 vs 239 GFLOP/s).
+    return max(r.gflops(r.timing.best) for r in results) / ceiling_best
 
 
 def main() -> None:
@@ -140,7 +142,10 @@ def main() -> None:
     verdict = "PASS" if nine.timing.median <= TARGET_9_SYMBOLS_S else "FAIL"
     print(f"\ntarget: 9 symbols in <= {TARGET_9_SYMBOLS_S:.0f} s (median): {verdict}")
     verdict = "PASS" if share >= TARGET_CEILING_SHARE else "FAIL"
-    print(f"target: >= {TARGET_CEILING_SHARE:.0%} of the matmul ceiling (median): {verdict}")
+    print(
+        f"target: >= {TARGET_CEILING_SHARE:.0%} of the matmul ceiling"
+        f" (best batch, best/best: {share:.0%}): {verdict}"
+    )
 
 
 if __name__ == "__main__":
