@@ -365,3 +365,18 @@ def test_ema_rsi_rule_reads_the_past_only_and_matches_ta(shared_data):
     expected = np.select([(fast > slow) & (rsi < 70), (fast < slow) & (rsi > 30)], [1, -1], 0)
     assert (sides.to_numpy()[100:] == expected[100:]).all()
     assert {-1, 0, 1} == set(sides.iloc[100:])
+
+
+def test_the_ema_rsi_rule_is_sized_like_the_strategy():
+    from trading_app.backtest.metrics import _baseline
+
+    grid = _grid({"X": [100.0, 110.0, 110.0, 110.0, 90.0]})
+    sides = {"X": np.array([1, 1, 0, -1, 0])}
+    curve = _baseline(grid=grid, sides=sides, initial=1000.0, fee=0.0, slippage=0.0, fraction=0.1)
+    # long 100 notional at 100, out at 110 (+10); short 10% of 1010 at 110, out at 90
+    short_gain = 101 / 110 * (110 - 90)
+    assert curve.trade_pnls == pytest.approx([10.0, short_gain])
+    np.testing.assert_allclose(
+        curve.equity, [1000, 1010, 1010, 1010, 1010 + short_gain]
+    )
+    assert curve.in_market.tolist() == [True, True, False, True, False]

@@ -36,7 +36,10 @@ def model_process(stdin, stdout) -> None:
     or ("error", text) when anything fails."""
     import torch
 
+    from mlcore.allocator import tune_glibc_malloc
     from mlcore.predictor import Predictor
+
+    tune_glibc_malloc()  # a process of its own: its forward passes stop re-faulting pages
 
     def send(message) -> None:
         pickle.dump(message, stdout, protocol=pickle.HIGHEST_PROTOCOL)

@@ -11,13 +11,12 @@ crypto trades every day), maximum drawdown from the running peak (the initial ca
 the first peak), exposure (share of candles with at least one open position), fees paid.
 
 Baselines, equal capital per market, the paper account's fee and slippage on every fill:
-- buy_and_hold: buy at the first replayed close, sell at the last;
+- buy_and_hold: the whole capital bought at the first replayed close, sold at the last;
 - ema_rsi: the trader's indicator rule alone (defaults EMA 9/21, RSI 14, bands 30/70): long while
   EMA short > EMA long and RSI < overbought, short while EMA short < EMA long and RSI > oversold,
   flat otherwise, decided and filled on each close (mlcore.evaluate's EMA/RSI baseline as a
-  strategy); an open position is closed at the last close.
-Both invest their whole sleeve, where the strategy sizes each position at per_trade_percentage
-of equity: compare risk-adjusted figures (Sharpe, drawdown), not raw returns alone.
+  strategy), each entry sized like the strategy's (per_trade_percentage of equity); an open
+  position is closed at the last close. It is the trader without the model.
 """
 
 from dataclasses import dataclass, field
@@ -98,15 +97,15 @@ def strategy_curve(*, grid: Grid, orders: list[dict], positions: list[dict], ini
 
 
 class _Sleeve:
-    """One market's share of a baseline: fully invested when in a position."""
+    """One market's share of a baseline."""
 
     def __init__(self, *, capital: float, fee: float, slippage: float, curve: Curve):
         self.cash, self.fee, self.slippage, self.curve = capital, fee, slippage, curve
         self.side, self.amount, self.entry, self.entry_fee = 0, 0.0, 0.0, 0.0
 
-    def open(self, side: int, close: float) -> None:
+    def open(self, side: int, close: float, *, notional: float) -> None:
         price = close * (1 + side * self.slippage)
-        self.amount = self.cash / (price * (1 + self.fee))
+        self.amount = notional / (price * (1 + self.fee))
         self.entry_fee = self.amount * price * self.fee
         self.side, self.entry = side, price
         self.cash -= self.entry_fee
@@ -126,25 +125,32 @@ class _Sleeve:
 
 
 def _baseline(*, grid: Grid, sides: dict[str, np.ndarray], initial: float, fee: float,
-              slippage: float) -> Curve:  # fmt: skip
-    """Trade each market's wanted side (+1, 0, -1 per clock time) on its own sleeve."""
+              slippage: float, fraction: float | None = None) -> Curve:  # fmt: skip
+    """Trade each market's wanted side (+1, 0, -1 per clock time) on its own sleeve (an equal
+    part of the capital). fraction None: an entry invests the whole sleeve; otherwise its
+    notional is that fraction of the baseline's equity at the previous close, as the risk
+    manager sizes the strategy's entries."""
     n = len(grid.clock)
     curve = Curve(equity=np.zeros(n), in_market=np.zeros(n, dtype=bool))
-    for symbol, wanted in sides.items():
-        sleeve = _Sleeve(
-            capital=initial / len(sides), fee=fee, slippage=slippage, curve=curve
-        )  # fmt: skip
-        closes = grid.closes[symbol]
-        for i in range(n):
-            if wanted[i] != sleeve.side:
+    sleeves = {
+        symbol: _Sleeve(capital=initial / len(sides), fee=fee, slippage=slippage, curve=curve)
+        for symbol in sides
+    }
+    equity = initial
+    for i in range(n):
+        for symbol, sleeve in sleeves.items():
+            wanted, close = int(sides[symbol][i]), grid.closes[symbol][i]
+            if wanted != sleeve.side:
                 if sleeve.side:
-                    sleeve.close(closes[i])
-                if wanted[i]:
-                    sleeve.open(int(wanted[i]), closes[i])
+                    sleeve.close(close)
+                if wanted:
+                    notional = sleeve.cash if fraction is None else fraction * equity
+                    sleeve.open(wanted, close, notional=notional)
             curve.in_market[i] |= sleeve.side != 0
             if i == n - 1 and sleeve.side:
-                sleeve.close(closes[i])
-            curve.equity[i] += sleeve.value(closes[i])
+                sleeve.close(close)
+        equity = sum(sleeve.value(grid.closes[symbol][i]) for symbol, sleeve in sleeves.items())
+        curve.equity[i] = equity
     return curve
 
 
@@ -173,7 +179,10 @@ def ema_rsi_curve(*, grid: Grid, trader, initial: float, fee: float, slippage: f
         .to_numpy(dtype=int)
         for symbol, frame in grid.frames.items()
     }
-    return _baseline(grid=grid, sides=sides, initial=initial, fee=fee, slippage=slippage)
+    return _baseline(
+        grid=grid, sides=sides, initial=initial, fee=fee, slippage=slippage,
+        fraction=trader.per_trade_percentage / 100,
+    )  # fmt: skip
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

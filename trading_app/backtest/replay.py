@@ -597,6 +597,7 @@ def backtest_run(
             progress=progress, every_step=every_step,
         )  # fmt: skip
         predictor = loaded_predictor(config)
+        run.start, run.end = outcome.steps[0], outcome.steps[-1]  # the candles replayed
         reported = time.perf_counter()
         report = backtest_report(outcome=outcome, tapes=tapes, trader=trader, run=run)
         run.model_name, run.model_fingerprint = predictor.version, predictor.fingerprint
