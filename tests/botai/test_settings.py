@@ -19,7 +19,9 @@ CLEAN = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
 
 
 def _settings(env: dict, expression: str) -> str:
-    code = f"import django; django.setup(); from django.conf import settings as s; print({expression})"
+    code = (
+        f"import django; django.setup(); from django.conf import settings as s; print({expression})"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={**env, "DJANGO_SETTINGS_MODULE": "botai.settings"},
@@ -46,9 +48,7 @@ def test_production_values_come_from_the_environment():
         "s.DATABASES['default']['ENGINE'], s.DATABASES['default']['CONN_MAX_AGE'], "
         "s.CELERY_BROKER_URL, s.DEBUG, s.SESSION_COOKIE_SECURE",
     )
-    assert out == (
-        "django.db.backends.postgresql 600 redis://redis.example.com:6379/0 False True"
-    )
+    assert out == ("django.db.backends.postgresql 600 redis://redis.example.com:6379/0 False True")
 
 
 def test_check_deploy_is_silent_with_production_values():
