@@ -6,3 +6,16 @@ db 7, the benches' own.
 """
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
+
+
+def fresh_database(url: str) -> None:
+    """Drop and recreate the bench's own PostgreSQL database so every run starts empty."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')

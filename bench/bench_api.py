@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -53,17 +52,6 @@ def server_env() -> dict[str, str]:
         "DJANGO_SESSION_COOKIE_SECURE": "false",
         "DJANGO_CSRF_COOKIE_SECURE": "false",
     }
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    parts = urlsplit(DATABASE_URL)
-    name = parts.path.lstrip("/")
-    admin_url = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
 
 
 def seed() -> dict[str, int]:
@@ -271,7 +259,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="threads each (Procfile: 4)")
     args = parser.parse_args()
 
-    recreate_database()
+    bench.fresh_database(DATABASE_URL)
     counts = seed()
     port = free_port()
     server = start_gunicorn(port=port, workers=args.workers, threads=args.threads)

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import fresh_database
+
 ROOT = Path(__file__).resolve().parents[1]
 OHLCV = Path(os.environ.get("BOTAI_SHARED_DATA", ROOT.parent / "shared" / "data")) / "ohlcv"
 TARGET_SECONDS_PER_YEAR = 120.0
@@ -48,19 +50,6 @@ def _model(path: str | None) -> Path:
             cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
     return out
-
-
-def _fresh_database(url: str) -> None:
-    from urllib.parse import urlparse
-
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _database_cpu() -> float:
@@ -113,7 +102,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     model = _model(args.model)
-    _fresh_database(args.database_url)
+    fresh_database(args.database_url)
     os.environ.update(
         {
             "DATABASE_URL": args.database_url,

@@ -29,22 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench import REDIS_URL
+from bench import REDIS_URL, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"new_9": 2.0, "new_500": 60.0, "hit_9": 0.2}
 CLOCK = datetime(2026, 1, 5, 0, 1, tzinfo=UTC)  # the cycles run on this clock, 15 min apart
-
-
-def _fresh_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _model(path: str | None) -> Path:
@@ -162,7 +151,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     model = _model(args.model)
-    _fresh_database(args.database_url)
+    fresh_database(args.database_url)
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url,

@@ -32,23 +32,12 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from bench import REDIS_URL
+from bench import REDIS_URL, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SIGNALS_PER_SECOND = 2_000
 START = datetime(2026, 1, 5, tzinfo=UTC)
 STEP = timedelta(minutes=15)
-
-
-def _fresh_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _start_worker(env: dict, concurrency: int) -> subprocess.Popen:
@@ -206,7 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args(argv)
 
-    _fresh_database(args.database_url)
+    fresh_database(args.database_url)
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url,
