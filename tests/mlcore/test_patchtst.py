@@ -54,10 +54,10 @@ def test_last_patch_is_end_padded_by_replication() -> None:
     model.represent(x)
     normalized, _ = model.revin.normalize(x)
     channel = normalized[0, :, 3]
-    last_patch = seen["patches"][0, 3, -1]
+    patches = seen["patches"]  # patch-major: [P, B, C, patch_len]
     expected = torch.cat([channel[-8:], channel[-1:].expand(8)])
-    torch.testing.assert_close(last_patch, expected)
-    torch.testing.assert_close(seen["patches"][0, 3, 0], channel[:16])
+    torch.testing.assert_close(patches[-1, 0, 3], expected)
+    torch.testing.assert_close(patches[0, 0, 3], channel[:16])
 
 
 @pytest.mark.parametrize("affine", [False, True])
@@ -169,7 +169,7 @@ def test_residual_attention_passes_scores_between_layers() -> None:
 
         model.backbone.layers[0].attn.register_forward_hook(keep_scores)
         model.backbone.layers[1].attn.register_forward_hook(keep_prev)
-        model(_series(2))
+        model.represent(_series(2))
         if res_attention:
             assert seen["prev"] is seen["scores"]
             assert seen["prev"].shape == (2 * SMALL.n_channels * 4, 12, 12)
@@ -188,10 +188,12 @@ def _official_qkv(attention: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def _own_scores(attention: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Scaled q.k^T of one attention module, computed independently of its forward.
+    """Scaled q.k^T of one attention module for patch-major tokens x [P, N, d], computed
+    independently of its forward.
 
     Laid out like the module's scores: [N * heads, key, query].
     """
+    x = x.transpose(0, 1)
     n, p, d = x.shape
     q, k, _ = _official_qkv(attention, x)
     scores = q @ k.transpose(-2, -1) / (d // attention.n_heads) ** 0.5  # [N, H, query, key]
@@ -207,9 +209,41 @@ def test_attention_matches_official_formulation() -> None:
     q, k, v = _official_qkv(attention, x)
     scores = q @ k.transpose(-2, -1) / (d // heads) ** 0.5 + prev
     context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(n, p, d)
-    ours, our_scores = attention(x, prev.transpose(-2, -1).reshape(n * heads, p, p))
-    torch.testing.assert_close(ours, attention.out(context))
+    ours, our_scores = attention(x.transpose(0, 1), prev.transpose(-2, -1).reshape(n * heads, p, p))
+    torch.testing.assert_close(ours.transpose(0, 1), attention.out(context))
     torch.testing.assert_close(our_scores, scores.transpose(-2, -1).reshape(n * heads, p, p))
+
+
+def _trained_a_little(model: PatchTST, config: PatchTSTConfig = SMALL) -> PatchTST:
+    """Running BatchNorm statistics away from (0, 1), as after training."""
+    model.train()
+    with torch.no_grad():
+        for seed in range(3):
+            model(_series(8, config, seed=seed) * (seed + 1))
+    return model.eval()
+
+
+def test_inference_computes_only_the_last_patch_of_the_last_layer() -> None:
+    """A "last"-pooled head at inference: same outputs as the full forward, a third fewer FLOPs."""
+    model = _trained_a_little(_model(replace(SMALL, n_layers=3)))
+    x = _series(4)
+    with torch.no_grad():
+        full = model.head(model.represent(x))
+        torch.testing.assert_close(model(x), full)
+    with pytest.raises(ValueError, match="eval mode"):
+        model.train().backbone(x, last_patch_only=True)
+
+
+def test_fused_inference_layer_matches_linear_add_norm() -> None:
+    """The eval-mode encoder layer (residual as GEMM accumulator, bias in BatchNorm's mean)
+    against the training-mode formulation with dropout and BatchNorm in eval."""
+    model = _trained_a_little(_model())
+    x = _series(4)
+    with torch.no_grad():
+        fused = model.represent(x)
+        for layer in model.backbone.layers:
+            layer.training = True  # the Linear-Add-Norm branch; its children stay in eval
+        torch.testing.assert_close(fused, model.represent(x))
 
 
 @pytest.mark.parametrize("p", [0.2, 0.3])
