@@ -47,6 +47,14 @@ logger = logging.getLogger(__name__)
 
 ATR_PERIOD = 14
 ENTRY_SIDE = {Position.Side.LONG: Order.Side.BUY, Position.Side.SHORT: Order.Side.SELL}
+# What a batch reads of its signals, their predictions and markets: the rest (timestamps, the
+# probabilities, bookkeeping) would be parsed for nothing (half the CPU of this read).
+SIGNAL_FIELDS = (
+    "market_id", "prediction_id", "candle_time", "type", "status", "confidence", "strength",
+    "entry_price", "prediction__returns", "prediction__risk", "market__exchange", "market__symbol",
+    "market__ccxt_symbol", "market__timeframe", "market__amount_step", "market__price_step",
+    "market__min_amount", "market__min_notional",
+)  # fmt: skip
 
 
 @dataclass
@@ -152,6 +160,7 @@ def signals_process(
     signals = list(
         Signal.objects.filter(pk__in=signal_ids)
         .select_related("market", "prediction")
+        .only(*SIGNAL_FIELDS)
         .order_by("pk")
     )
     result.signals = len(signals)
