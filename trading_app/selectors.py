@@ -20,15 +20,16 @@ MIN_LOOKBACK = 100
 # The time bound that keeps the portable candle query on the index allows this many missing ones.
 GAP_ALLOWANCE = 1.5
 PRICE_COLUMNS = ("high", "low", "close")
-# PostgreSQL: one backward index scan per market (LIMIT n, no sort of a whole range), each
-# market's prices as arrays, newest first.
+# PostgreSQL: one index scan per market (LIMIT n, no sort of a whole range), each market's
+# candles as one bytea of big-endian float8 (high, low, close) triples, newest first: one ordered
+# aggregate instead of one per column, and numpy reads it without a Python float per price
+# (500 markets x 100 candles: 31 -> 19.5 ms, of which CPU 6.5 -> 2 ms, against three float8[]).
 LATEST_CANDLES_SQL = """
-SELECT m.id, c.high, c.low, c.close
+SELECT m.id, c.prices
 FROM unnest(%s::bigint[]) AS m(id)
 CROSS JOIN LATERAL (
-    SELECT array_agg(high ORDER BY open_time DESC) AS high,
-           array_agg(low ORDER BY open_time DESC) AS low,
-           array_agg(close ORDER BY open_time DESC) AS close
+    SELECT string_agg(float8send(high) || float8send(low) || float8send(close), ''::bytea
+                      ORDER BY open_time DESC) AS prices
     FROM (
         SELECT open_time, high, low, close FROM signals_app_candle
         WHERE market_id = m.id AND open_time <= %s
@@ -54,14 +55,15 @@ class CandleFrames:
 def _fill_postgresql(grids: list[np.ndarray], market_ids: list[int], *, until: datetime) -> None:
     lookback = grids[0].shape[0]
     connection.ensure_connection()
-    # A plain (server-binding) psycopg cursor on Django's connection: binary float8 arrays decode
-    # in C, ten times less CPU than 50,000 text rows.
+    # A plain (server-binding) psycopg cursor on Django's connection, binary results.
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(LATEST_CANDLES_SQL, [market_ids, until, lookback], binary=True)
-        for column, (_, *prices) in enumerate(cursor.fetchall()):
-            for grid, values in zip(grids, prices, strict=True):
-                if values:
-                    grid[lookback - len(values) :, column] = values[::-1]
+        for column, (_, prices) in enumerate(cursor.fetchall()):
+            if not prices:
+                continue
+            newest_last = np.frombuffer(prices, dtype=">f8").reshape(-1, len(grids))[::-1]
+            for k, grid in enumerate(grids):
+                grid[lookback - len(newest_last) :, column] = newest_last[:, k]
 
 
 def _fill_portable(
