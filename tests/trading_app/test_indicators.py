@@ -62,3 +62,21 @@ def test_atr_equals_ta_per_market(candles):
         np.testing.assert_allclose(
             ours[period - 1 :], expected.to_numpy()[period - 1 :], rtol=1e-12
         )
+
+
+def test_few_markets_give_the_values_of_a_wide_batch(candles):
+    """Below FEW_COLUMNS markets the recursions run per column: bit for bit the row steps."""
+    frames = {name: _wide(candles, name) for name in ("high", "low", "close")}
+    copies = -(-indicators.FEW_COLUMNS // len(candles))
+    wide = {name: pd.concat([f] * copies, axis=1, ignore_index=True) for name, f in frames.items()}
+    pairs = [
+        (indicators.rsi(frames["close"], period=14), indicators.rsi(wide["close"], period=14)),
+        (indicators.ema(frames["close"], span=9), indicators.ema(wide["close"], span=9)),
+        (
+            indicators.atr(frames["high"], frames["low"], frames["close"], period=14),
+            indicators.atr(wide["high"], wide["low"], wide["close"], period=14),
+        ),
+    ]
+    for narrow, broad in pairs:
+        assert broad.shape[1] >= indicators.FEW_COLUMNS > narrow.shape[1]
+        np.testing.assert_array_equal(narrow.to_numpy(), broad.iloc[:, : len(candles)].to_numpy())
