@@ -1,9 +1,10 @@
 """Inference throughput of the serving PatchTST on CPU, next to the machine's matmul ceiling.
 
-For batches of 9, 100 and 500 symbols: symbols/s, latency, and achieved GFLOP/s (model FLOPs
-counted by torch.utils.flop_counter.FlopCounterMode, i.e. matmul-class ops only) as a share of the
-GFLOP/s of a plain float32 matmul measured in the same run with the same thread count, its calls
-interleaved with the forward passes so both see the same load from other processes.
+The default model (what `manage.py train_model` builds), for batches of 9, 100 and 500 symbols:
+symbols/s, latency, and achieved GFLOP/s (model FLOPs counted by
+torch.utils.flop_counter.FlopCounterMode, i.e. matmul-class ops only) as a share of the GFLOP/s of
+a plain float32 matmul measured in the same run with the same thread count, its calls interleaved
+with the forward passes so both see the same load from other processes.
 
 Measured twice in one run: with glibc's default malloc, then with mlcore.allocator's tuning (what a
 serving process should use); the targets are judged on the tuned run.
@@ -21,7 +22,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mlcore.allocator import tune_glibc_malloc
-from mlcore.patchtst import DEFAULT_CPU_CONFIG, PatchTST, PatchTSTConfig
+from mlcore.patchtst import PatchTST, PatchTSTConfig
+from mlcore.train import PRESETS
 
 BATCHES = (9, 100, 500)
 TARGET_9_SYMBOLS_S, TARGET_CEILING_SHARE = 1.0, 0.5
@@ -76,7 +78,7 @@ def model_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 def run(
     *,
-    config: PatchTSTConfig = DEFAULT_CPU_CONFIG,
+    config: PatchTSTConfig,
     batches: tuple[int, ...] = BATCHES,
     threads: int = 2,
     repeats: int = 20,
@@ -133,7 +135,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per batch")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     args = parser.parse_args()
-    config = DEFAULT_CPU_CONFIG
+    config = PRESETS["default"].model_config()  # the model `manage.py train_model` builds
     n_params = sum(p.numel() for p in PatchTST(config).parameters())
     print(
         f"PatchTST {config.task}: {config.n_channels} channels x {config.context_length} steps,"

@@ -91,12 +91,6 @@ class PatchTSTConfig:
         return cls(**data)
 
 
-# The CPU-serving model: 32 input channels over 96 candles (24 h of 15m), small enough for 2 cores.
-DEFAULT_CPU_CONFIG = PatchTSTConfig(
-    n_channels=32, context_length=96, d_model=64, n_heads=4, n_layers=3, d_ff=128
-)
-
-
 def n_patches(context_length: int, patch_len: int, stride: int) -> int:
     """Patches after end padding by `stride` (official padding_patch='end').
 

@@ -5,14 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from mlcore.patchtst import (
-    DEFAULT_CPU_CONFIG,
-    PatchTST,
-    PatchTSTConfig,
-    n_patches,
-)
+from mlcore.patchtst import PatchTST, PatchTSTConfig, n_patches
 from mlcore.revin import RevIN
+from mlcore.train import PRESETS
 
+DEFAULT = PRESETS["default"].model_config()  # the model `train_model` builds by default
 SMALL = PatchTSTConfig(
     n_channels=5, context_length=96, d_model=16, n_heads=4, n_layers=2, d_ff=32, dropout=0.2
 )
@@ -130,7 +127,7 @@ def test_eval_is_deterministic_and_train_uses_dropout() -> None:
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "flatten"])
 def test_multitask_output_shape(pooling: str) -> None:
-    config = replace(DEFAULT_CPU_CONFIG, head_pooling=pooling)
+    config = replace(DEFAULT, head_pooling=pooling)
     out = _model(config).eval()(_series(9, config))
     assert out.shape == (9, 20)
     assert torch.isfinite(out).all()
@@ -292,7 +289,7 @@ def test_wrong_input_shape_is_rejected() -> None:
 
 
 def test_config_round_trip() -> None:
-    config = replace(DEFAULT_CPU_CONFIG, task="forecast", horizon=48, head_pooling="mean")
+    config = replace(DEFAULT, task="forecast", horizon=48, head_pooling="mean")
     restored = PatchTSTConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config
     state = PatchTST(config).state_dict()
