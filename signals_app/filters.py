@@ -5,6 +5,7 @@ from datetime import UTC
 import django_filters
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
+from django_filters.rest_framework import DjangoFilterBackend
 
 from signals_app.models import ModelVersion, Prediction, Signal
 
@@ -26,6 +27,18 @@ class InstantField(IsoDateTimeField):
 
 class InstantFilter(django_filters.IsoDateTimeFilter):
     field_class = InstantField
+
+
+class NamedFiltersBackend(DjangoFilterBackend):
+    """DjangoFilterBackend that leaves the queryset alone when the request names none of the
+    view's filters: building the FilterSet and its form (deep copies of every filter and form
+    field) took a tenth of an unfiltered predictions page's CPU, to filter nothing."""
+
+    def filter_queryset(self, request, queryset, view):
+        filters = self.get_filterset_class(view, queryset).base_filters
+        if request.query_params.keys().isdisjoint(filters):
+            return queryset
+        return super().filter_queryset(request, queryset, view)
 
 
 class PredictionFilter(django_filters.FilterSet):

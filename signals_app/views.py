@@ -20,9 +20,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from signals_app.filters import PredictionFilter, SignalFilter
+from signals_app.filters import NamedFiltersBackend, PredictionFilter, SignalFilter
 from signals_app.ml_status import ml_status
-from signals_app.models import Market, MLConfig, ModelVersion, Prediction, Signal
+from signals_app.models import Market, MLConfig, Prediction, Signal
 from signals_app.permissions import IsStaffOrReadOnly
 from signals_app.predictor import checkpoint_path
 from signals_app.selectors import signal_metrics
@@ -35,6 +35,8 @@ from signals_app.serializers import (
     PredictionSerializer,
     SignalSerializer,
     TaskStatusSerializer,
+    prediction_page,
+    prediction_rows,
 )
 
 GENERATE_SIGNAL_TASK = "signals_app.tasks.generate_signal"
@@ -185,6 +187,7 @@ class TaskView(APIView):
 class PredictionListView(generics.ListAPIView):
     permission_classes = [IsStaffOrReadOnly]
     serializer_class = PredictionSerializer
+    filter_backends = [NamedFiltersBackend]
     filterset_class = PredictionFilter
     pagination_class = NewestFirst
 
@@ -196,7 +199,8 @@ class PredictionListView(generics.ListAPIView):
             raise NotFound(f"unknown symbol {symbol!r}: symbols are letters, digits and ._-")
         # Markets first: with `market_id IN (...)` PostgreSQL walks the (market, candle_time)
         # index backwards and stops after one page; a join on the symbol sorts every row.
-        self.markets = {market.pk: market for market in Market.objects.filter(symbol=symbol)}
+        markets = Market.objects.filter(symbol=symbol).values("pk", "symbol", "exchange")
+        self.markets = {market.pop("pk"): market for market in markets}
         if not self.markets:
             raise NotFound(f"unknown symbol '{symbol}'")
         return Prediction.objects.filter(market_id__in=self.markets)
@@ -215,14 +219,8 @@ class PredictionListView(generics.ListAPIView):
         return HttpResponse(body, content_type=renderer.media_type)
 
     def _page(self, request) -> dict:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        # Markets and versions attached from two small lookups: select_related would build
-        # both objects again for every row (half the CPU of a page).
-        versions = ModelVersion.objects.in_bulk({p.model_version_id for p in page})
-        for prediction in page:
-            prediction.market = self.markets[prediction.market_id]
-            prediction.model_version = versions[prediction.model_version_id]
-        return self.get_paginated_response(self.get_serializer(page, many=True).data).data
+        rows = self.paginate_queryset(prediction_rows(self.filter_queryset(self.get_queryset())))
+        return self.get_paginated_response(prediction_page(rows, self.markets)).data
 
 
 def page_cache_key(url: str) -> str:

@@ -1,5 +1,6 @@
 """The ML API against real PostgreSQL and Redis: status, predictions, signals, generate-signal."""
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -8,14 +9,14 @@ import pytest
 from celery import current_app
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from signals_app import views
 from signals_app.ml_status import MODEL_PROBE_KEY
 from signals_app.models import CycleRun, Market, MLConfig, ModelVersion, Prediction, Signal
 from signals_app.probes import forget_probes
-from signals_app.serializers import PredictionSerializer
+from signals_app.serializers import PredictionSerializer, prediction_page, prediction_rows
 from signals_app.views import page_cache_key
 
 pytestmark = pytest.mark.django_db
@@ -369,12 +370,32 @@ def test_metrics_rejects_a_bad_window(window, message):
     assert response.json() == {"window": [message]}
 
 
-def test_prediction_fast_representation_matches_the_generic_one():
+def test_a_predictions_page_is_the_serializers_representation():
+    """The page is built from values() rows by hand (signals_app.serializers.prediction_page):
+    each row, as served, equals what PredictionSerializer makes of the model instance."""
     rows, _, _ = _three_predictions()
-    serializer = PredictionSerializer()
-    for prediction in Prediction.objects.filter(pk__in=[r.pk for r in rows]):
-        generic = serializers.ModelSerializer.to_representation(serializer, prediction)
-        assert serializer.to_representation(prediction) == generic
+    Prediction.objects.filter(pk=rows[0].pk).update(
+        close=1.234e-05, returns={"1": -1e-07, "4": 3.5e16}, risk={"ünïcode": 0.1 + 0.2}
+    )
+    predictions = Prediction.objects.filter(market__symbol="BTCUSDT").order_by("-candle_time")
+    expected = PredictionSerializer(predictions, many=True).data
+    markets = {m.pk: {"symbol": m.symbol, "exchange": m.exchange} for m in Market.objects.all()}
+    assert prediction_page(list(prediction_rows(predictions)), markets) == expected
+    served = APIClient().get("/api/v1/ml/predictions/BTCUSDT").json()["results"]
+    assert served == json.loads(JSONRenderer().render(expected))
+
+
+def test_predictions_of_a_symbol_on_two_exchanges_and_the_exchange_filter():
+    version = make_version()
+    bybit = make_prediction(make_market(), version, T0)
+    binance = make_prediction(make_market(exchange="binance"), version, T0 + QUARTER)
+    client = APIClient()
+    both = client.get("/api/v1/ml/predictions/BTCUSDT").json()["results"]
+    assert [(p["id"], p["exchange"]) for p in both] == [
+        (binance.pk, "binance"), (bybit.pk, "bybit"),
+    ]  # fmt: skip
+    one = client.get("/api/v1/ml/predictions/BTCUSDT", {"exchange": "bybit"}).json()["results"]
+    assert [p["id"] for p in one] == [bybit.pk]
 
 
 @pytest.mark.parametrize(
