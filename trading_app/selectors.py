@@ -111,11 +111,19 @@ def latest_closes(*, market_ids: Iterable[int]) -> dict[int, Decimal]:
     return {pk: Decimal(repr(close)) for pk, close in rows if close is not None}
 
 
+# What the engine's books read of an active position and what closing it writes (fill_apply,
+# then update_rows): its SL/TP and timestamps stay unread (40% of this read's CPU).
+BOOK_POSITION_FIELDS = (
+    "trader_id", "market_id", "side", "status", "amount", "entry_price", "fees", "unrealized_pnl",
+)  # fmt: skip
+
+
 def active_positions(*, trader_ids: Iterable[int], market_ids: Iterable[int]) -> list[Position]:
+    """The PENDING/OPEN positions, with BOOK_POSITION_FIELDS only."""
     return list(
         Position.objects.filter(
             trader_id__in=trader_ids, market_id__in=market_ids, status__in=Position.ACTIVE
-        )
+        ).only(*BOOK_POSITION_FIELDS)
     )
 
 
