@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db.models import Q
 
@@ -82,8 +83,17 @@ def _price(value: float) -> Decimal:
     return Decimal(repr(value)).quantize(Decimal("1e-12"))
 
 
-def signal_build(prediction: Prediction, *, config: MLConfig, timeframe: str) -> Signal:
-    """The (unsaved) Signal for one Prediction, with the thresholds applied."""
+class Verdict(NamedTuple):
+    type: str
+    confidence: float
+    strength: float
+    status: str
+    reason: str  # why it was rejected, "" when accepted
+
+
+def signal_verdict(prediction: Prediction, *, config: MLConfig) -> Verdict:
+    """What the ML signal processor makes of one Prediction, without building the Signal (a
+    backtest asks it of every candle to skip the ones that cannot trade)."""
     signal_type = Signal.Type(prediction.direction)
     confidence = signal_confidence(prediction, signal_type)
     strength = signal_strength(prediction, signal_type)
@@ -98,21 +108,27 @@ def signal_build(prediction: Prediction, *, config: MLConfig, timeframe: str) ->
         reason = f"strength {strength:.3f} < {min_strength:.3f} ({config.risk_tolerance})"
     else:
         status, reason = Signal.Status.ACCEPTED, ""
-    stop_loss, take_profit = stops(prediction, signal_type, tolerance=config.risk_tolerance)
+    return Verdict(signal_type, confidence, strength, status, reason)
+
+
+def signal_build(prediction: Prediction, *, config: MLConfig, timeframe: str) -> Signal:
+    """The (unsaved) Signal for one Prediction, with the thresholds applied."""
+    verdict = signal_verdict(prediction, config=config)
+    stop_loss, take_profit = stops(prediction, verdict.type, tolerance=config.risk_tolerance)
     return Signal(
         market_id=prediction.market_id,
         prediction=prediction,
         candle_time=prediction.candle_time,
         model_version_id=prediction.model_version_id,
-        type=signal_type,
-        confidence=confidence,
-        strength=strength,
+        type=verdict.type,
+        confidence=verdict.confidence,
+        strength=verdict.strength,
         entry_price=_price(prediction.close),
         stop_loss=stop_loss,
         take_profit=take_profit,
         expires_at=prediction.candle_time + 2 * timeframe_delta(timeframe),
-        status=status,
-        rejection_reason=reason,
+        status=verdict.status,
+        rejection_reason=verdict.reason,
     )
 
 

@@ -10,8 +10,9 @@ would act on it):
                              the live step-by-step predict() within float32 noise, see
                              tests/mlcore/test_predict_series.py), streamed from a model process
                              that runs a little ahead of the replay (backtest.forecast)
-    ML signal processor      signals_app.services.signals.signal_build on that prediction in
-                             memory: does step t produce an ACCEPTED signal?
+    ML signal processor      signals_app.services.signals.signal_verdict (the decision of
+                             signal_build) on that prediction in memory: does step t produce
+                             an ACCEPTED signal?
     -- steps with an ACCEPTED signal, and steps the sync has work on, go on to the services --
     candles                  the run's markets receive their candles up to t (never a later one)
     predictions, signals     stored the way predictions_run stores them (signals_from_predictions,
@@ -78,7 +79,11 @@ from signals_app.predictor import (
     model_version_register,
     predictor_settings,
 )
-from signals_app.services.signals import signal_build, signals_from_predictions, signals_supersede
+from signals_app.services.signals import (
+    signal_verdict,
+    signals_from_predictions,
+    signals_supersede,
+)
 from trading_app import risk
 from trading_app.backtest.candles import backtest_frames
 from trading_app.backtest.forecast import DONE, Forecast
@@ -162,8 +167,8 @@ class Book:
     max_drawdown: float
     realized: Decimal = Decimal(0)
     peak: Decimal | None = None
-    positions: list[tuple] = field(default_factory=list)  # (tape, direction, amount, entry,
-    # fees, stop loss, take profit) as floats, for the open positions
+    positions: list[tuple] = field(default_factory=list)  # (tape index, direction, amount,
+    # entry, fees, stop loss, take profit) as floats, for the open positions
 
 
 class Replay:
@@ -183,7 +188,7 @@ class Replay:
         self.copy: Trader | None = None
         # predictions_run writes a batch in Market order (exchange, symbol)
         self.batch_order = sorted(
-            tapes, key=lambda tape: (tape.market.exchange, tape.market.symbol)
+            range(len(tapes)), key=lambda k: (tapes[k].market.exchange, tapes[k].market.symbol)
         )
         index = pd.DatetimeIndex(steps)
         self.high, self.low, self.close = (
@@ -191,10 +196,17 @@ class Replay:
             for name in ("high", "low", "close")
         )
         self.close = [pd.Series(c).ffill().to_numpy() for c in self.close]  # a gap keeps its last
+        # each tape's candles as plain rows (open time, *COLUMNS), sliced out as time advances
+        self.rows = [
+            list(zip(tape.candles.index.to_pydatetime(),
+                     *tape.candles[list(COLUMNS)].to_numpy().T.tolist(), strict=True))
+            for tape in tapes
+        ]  # fmt: skip
         self.book = Book(
             initial=trader.initial_capital, max_drawdown=trader.max_drawdown_percentage
         )
         self._accepted: dict[int, bool] = {}
+        self._predictions: dict[int, list[Prediction]] = {}  # of the steps at hand
         self.service_steps = self.signals_accepted = 0
         self.sync_reasons: Counter[str] = Counter()
 
@@ -224,41 +236,43 @@ class Replay:
 
     # ------------------------------------------------------------------ the services
     def _store_candles(self, until: pd.Timestamp) -> None:
-        rows = []
-        for tape in self.tapes:
+        candles = []
+        for tape, rows in zip(self.tapes, self.rows, strict=True):
             stop = int(tape.candles.index.searchsorted(until, side="right"))
-            if stop <= tape.stored_until:
-                continue
-            chunk = tape.candles.iloc[tape.stored_until : stop]
-            values = chunk[list(COLUMNS)].to_numpy().tolist()
-            rows += [
-                Candle(market=tape.copy, open_time=t, open=o, high=h, low=lo, close=c, volume=v)
-                for t, (o, h, lo, c, v) in zip(chunk.index.to_pydatetime(), values, strict=True)
-            ]
-            tape.stored_until = stop
-        Candle.objects.bulk_create(rows, batch_size=5000)
+            candles += [
+                Candle(market_id=tape.copy.pk, open_time=t, open=o, high=h, low=lo, close=c,
+                       volume=v)
+                for t, o, h, lo, c, v in rows[tape.stored_until : stop]
+            ]  # fmt: skip
+            tape.stored_until = max(tape.stored_until, stop)
+        if candles:
+            Candle.objects.bulk_create(candles, batch_size=5000)
 
-    def _signals(self, t: pd.Timestamp) -> list[int]:
-        """Predictions and Signals of step t, stored as predictions_run stores them; the ids of
+    def _step_predictions(self, i: int) -> list[Prediction]:
+        """The Prediction rows of step i (unsaved) as predictions_run builds them, in its order."""
+        if i not in self._predictions:
+            t = self.steps[i]
+            self._predictions[i] = [
+                _prediction(
+                    self.tapes[k].predictions[t],
+                    market_id=self.tapes[k].copy.pk,
+                    version_id=self.version.pk,
+                    close=float(self.close[k][i]),  # the candle at t: nothing carried over
+                )  # fmt: skip
+                for k in self.batch_order
+                if t in self.tapes[k].predictions
+            ]
+        return self._predictions[i]
+
+    def _signals(self, i: int) -> list[int]:
+        """Predictions and Signals of step i, stored as predictions_run stores them; the ids of
         the ACCEPTED signals, the batch handed to trading."""
-        rows = [
-            _prediction(
-                tape.predictions[t],
-                market_id=tape.copy.pk,
-                version_id=self.version.pk,
-                close=float(tape.candles.at[t, "close"]),
-            )  # fmt: skip
-            for tape in self.batch_order
-            if t in tape.predictions
-        ]
-        Prediction.objects.bulk_create(rows, ignore_conflicts=True)
-        stored = list(
-            Prediction.objects.filter(
-                model_version=self.version, market_id__in=[r.market_id for r in rows], candle_time=t
-            )
-        )
+        rows = self._step_predictions(i)
+        # predictions_run skips the rows a retried batch already stored and reads them back;
+        # the run's own market copies hold no prediction yet, so the rows come back with pks.
+        Prediction.objects.bulk_create(rows)
         markets = {tape.copy.pk: tape.copy for tape in self.tapes}
-        signals = signals_from_predictions(predictions=stored, config=self.config, markets=markets)
+        signals = signals_from_predictions(predictions=rows, config=self.config, markets=markets)
         signals_supersede(newest={s.market_id: s.candle_time for s in signals})
         return sorted(s.pk for s in signals if s.status == Signal.Status.ACCEPTED)
 
@@ -269,7 +283,7 @@ class Replay:
         ).get(pk=self.copy.pk)
         if not positions:
             return
-        tape_of = {tape.copy.pk: tape for tape in self.tapes}
+        tape_of = {tape.copy.pk: k for k, tape in enumerate(self.tapes)}
         self.book.positions = [
             (
                 tape_of[market_id],
@@ -298,24 +312,17 @@ class Replay:
         """Does step i produce an ACCEPTED signal? The ML signal processor on the in-memory
         predictions (the services run it again on the stored ones)."""
         if i not in self._accepted:
-            t = self.steps[i]
             self._accepted[i] = any(
-                signal_build(
-                    _prediction(tape.predictions[t], market_id=0, version_id=self.version.pk,
-                                close=float(tape.candles.at[t, "close"])),
-                    config=self.config, timeframe=tape.market.timeframe,
-                ).status == Signal.Status.ACCEPTED
-                for tape in self.tapes
-                if t in tape.predictions
-            )  # fmt: skip
+                signal_verdict(row, config=self.config).status == Signal.Status.ACCEPTED
+                for row in self._step_predictions(i)
+            )
         return self._accepted[i]
 
     def _stop_or_take_profit(self, i: int) -> bool:
         """Could an open position's stop loss or take profit trigger on candle i?"""
         up, down = 1 + self.MARGIN, 1 - self.MARGIN
-        k = {id(tape): n for n, tape in enumerate(self.tapes)}
-        for tape, direction, _, _, _, stop, take in self.book.positions:
-            high, low = self.high[k[id(tape)]][i], self.low[k[id(tape)]][i]
+        for k, direction, _, _, _, stop, take in self.book.positions:
+            high, low = self.high[k][i], self.low[k][i]
             if np.isnan(high):
                 continue
             high, low = float(high), float(low)
@@ -333,10 +340,9 @@ class Replay:
             equity = book.initial + book.realized
             drawdown = risk.drawdown_percentage(equity=equity, peak=peak)
             return equity > peak or drawdown >= book.max_drawdown
-        k = {id(tape): n for n, tape in enumerate(self.tapes)}
         equity = float(book.initial + book.realized) + sum(
-            direction * (self.close[k[id(tape)]][i] - entry) * amount - fees
-            for tape, direction, amount, entry, fees, _, _ in book.positions
+            direction * (self.close[k][i] - entry) * amount - fees
+            for k, direction, amount, entry, fees, _, _ in book.positions
         )
         peak = float(peak)
         drawdown = 100 * (peak - equity) / peak
@@ -378,7 +384,7 @@ class Replay:
             traded = self.accepted(i)
             if traded:
                 self._store_candles(t)
-                ids = self._signals(t)
+                ids = self._signals(i)
                 self.signals_accepted += len(ids)
                 done = signals_process(signal_ids=ids, as_of=t.to_pydatetime(), now=clock)
                 if done.orders:
@@ -392,6 +398,7 @@ class Replay:
                 if not marks:
                     self._reload(positions=bool(synced.stops or synced.take_profits))
             self.service_steps += int(traded or bool(due))
+            self._predictions.pop(i, None)
         return self._outcome()
 
     def _outcome(self) -> Outcome:
