@@ -13,6 +13,7 @@ main script).
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,7 +72,11 @@ def model_process(stdin, stdout) -> None:
 
 class Forecast:
     """Predictions of `markets` [(symbol, candles)] from `since` on, computed by the model
-    process started with start(); wait(t) blocks until every market is predicted through t."""
+    process started with start(); wait(t) blocks until every market is predicted through t.
+
+    A reader thread takes the predictions in as they come: left in the pipe (64 KB, three
+    batches) they would stop the model process a few batches ahead of the replay, which then
+    waited for it after every quiet stretch of candles."""
 
     def __init__(self, *, path: str, device: str, threads: int, fingerprint: str,
                  markets: list[tuple[str, pd.DataFrame]], since: pd.Timestamp):  # fmt: skip
@@ -82,6 +87,9 @@ class Forecast:
         self.busy_seconds = self.wait_seconds = 0.0
         self._request = (path, device, threads, markets, since)
         self._process: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self._arrived = threading.Condition()
+        self._failure: ForecastError | None = None
 
     def start(self) -> None:
         self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
@@ -90,13 +98,32 @@ class Forecast:
         )  # fmt: skip
         pickle.dump(self._request, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         self._process.stdin.close()
+        self._reader = threading.Thread(target=self._read, name="forecast-reader", daemon=True)
+        self._reader.start()
 
-    def _receive(self) -> None:
+    def _read(self) -> None:
+        """The reader thread: every message into the results, until "done" or a failure."""
         try:
-            kind, payload = pickle.load(self._process.stdout)  # noqa: S301 - our child
+            while True:
+                kind, payload = pickle.load(self._process.stdout)  # noqa: S301 - our child
+                with self._arrived:
+                    self._receive(kind, payload)
+                    self._arrived.notify_all()
+                if kind == "done":
+                    return
         except EOFError:
-            code = self._process.wait()
-            raise ForecastError(f"the model process ended early (exit code {code})") from None
+            failure = ForecastError(
+                f"the model process ended early (exit code {self._process.wait()})"
+            )
+        except ForecastError as exc:
+            failure = exc
+        except Exception as exc:  # whatever it is, the waiting replay must hear of it
+            failure = ForecastError(f"the model process's answer is unreadable: {exc!r}")
+        with self._arrived:
+            self._failure = failure
+            self._arrived.notify_all()
+
+    def _receive(self, kind, payload) -> None:
         if kind == "error":
             raise ForecastError(f"the model process failed: {payload}")
         if kind == "fingerprint":
@@ -115,8 +142,11 @@ class Forecast:
 
     def wait(self, t: pd.Timestamp) -> None:
         started = time.perf_counter()
-        while min(self.ready) < t:
-            self._receive()
+        with self._arrived:
+            while min(self.ready) < t:
+                if self._failure is not None:
+                    raise self._failure
+                self._arrived.wait()
         self.wait_seconds += time.perf_counter() - started
 
     def stop(self) -> None:
@@ -125,6 +155,8 @@ class Forecast:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
+        if self._reader is not None:
+            self._reader.join()  # it ends at the stream's end
         self._process.stdout.close()
 
 
