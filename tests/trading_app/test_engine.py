@@ -4,10 +4,14 @@ idempotent redelivery and what is written back to signals."""
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 
 from signals_app.models import Signal
 from tests.trading_app import factories as f
-from trading_app.models import Balance, Order, Position, TradeDecision
+from trading_app.exchanges.paper import paper_balance
+from trading_app.models import Balance, Order, Position, TradeDecision, Trader
 from trading_app.services.engine import signals_process
 
 pytestmark = pytest.mark.django_db
@@ -191,3 +195,44 @@ def test_weak_signal_vetoed_by_indicators_is_recorded_with_reasons(account):
     assert not Order.objects.exists()
     signal.refresh_from_db()
     assert signal.status == Signal.Status.ACCEPTED  # nothing attempted: left as it was
+
+
+def _entries_then_reversals(account, *, n: int, prefix: str) -> list[int]:
+    """An entry batch, then a reversal batch, over n markets and two traders; returns the queries
+    each batch issued."""
+    markets = [f.market(f"{prefix}{i}USDT") for i in range(n)]
+    for i, market in enumerate(markets):
+        f.store_candles(market, f.calm_candles(n=120, price=100.0 * (i + 1)))
+    f.trader(account, markets, name=f"{prefix}_a", max_positions=50)
+    f.trader(account, markets, name=f"{prefix}_b", max_positions=50, per_trade_percentage=1)
+    counts = []
+    for kind, orders_per_pair in (("LONG", 1), ("SHORT", 2)):
+        if kind == "SHORT":
+            for market in markets:
+                f.advance(market)
+        ids = [f.signal(market, type=kind).pk for market in markets]
+        with CaptureQueriesContext(connection) as queries:
+            result = signals_process(signal_ids=ids)
+        assert result.orders == 2 * n * orders_per_pair
+        counts.append(len(queries))
+    return counts
+
+
+def test_a_batch_issues_the_same_queries_whatever_its_size(account):
+    """Reads and writes go by kind, not by row: 9 markets (36 orders when reversing) take the
+    queries of 1. The COPY and unnest writes run on raw psycopg cursors, uncounted here, but they
+    too are one per kind."""
+    paper_balance(account, lock=False)  # created on first use: not part of every batch
+    one = _entries_then_reversals(account, n=1, prefix="ONE")
+    assert _entries_then_reversals(account, n=9, prefix="NINE") == one
+
+
+def test_each_trader_of_a_batch_books_its_own_realized_pnl(account):
+    _entries_then_reversals(account, n=3, prefix="M")
+    booked = {}
+    for trader in Trader.objects.all():
+        closed = Position.objects.filter(trader=trader, status=Position.Status.CLOSED)
+        assert closed.count() == 3
+        booked[trader.name] = trader.realized_pnl
+        assert trader.realized_pnl == closed.aggregate(total=Sum("realized_pnl"))["total"]
+    assert booked["M_a"] < booked["M_b"] < 0  # twice the size, twice the round-trip costs

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import pandas as pd
 from django.db import transaction
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
 from signals_app.models import Candle, Market, Signal
@@ -157,21 +157,25 @@ def signals_process(
     backtest passes its market clock)."""
     now = now or timezone.now()
     result = BatchResult()
+    # Each signal comes with the open time of its market's newest candle (one index probe).
+    newest = Candle.objects.filter(market=OuterRef("market_id"))
+    if as_of is not None:
+        newest = newest.filter(open_time__lte=as_of)
     signals = list(
         Signal.objects.filter(pk__in=signal_ids)
         .select_related("market", "prediction")
         .only(*SIGNAL_FIELDS)
+        .annotate(newest_candle=Subquery(newest.order_by("-open_time").values("open_time")[:1]))
         .order_by("pk")
     )
     result.signals = len(signals)
-    candidates = [
+    tradable = [
         s
         for s in signals
         if s.type != Signal.Type.NEUTRAL
         and s.status in (Signal.Status.ACCEPTED, Signal.Status.EXECUTED)
+        and (s.newest_candle or s.candle_time) <= s.candle_time
     ]
-    newest = _newest_candles(candidates, as_of=as_of)
-    tradable = [s for s in candidates if newest.get(s.market_id, s.candle_time) <= s.candle_time]
     result.ignored = len(signals) - len(tradable)
     if not tradable:
         return result
@@ -225,19 +229,6 @@ def signals_process(
         else:
             _execute_exchange(account=account, pairs=pairs, markets=markets, result=result, now=now)
     return result
-
-
-def _newest_candles(signals: list[Signal], *, as_of: datetime | None) -> dict[int, datetime]:
-    """market id -> open time of its newest stored candle (one index probe per market)."""
-    newest = Candle.objects.filter(market=OuterRef("pk"))
-    if as_of is not None:
-        newest = newest.filter(open_time__lte=as_of)
-    rows = (
-        Market.objects.filter(pk__in={s.market_id for s in signals})
-        .annotate(newest=Subquery(newest.order_by("-open_time").values("open_time")[:1]))
-        .values_list("pk", "newest")
-    )
-    return {pk: time for pk, time in rows if time is not None}
 
 
 class _Book:
@@ -474,11 +465,13 @@ def _execute_paper(
 
 
 def _write_books(books: dict[int, _Book], *, now: datetime) -> None:
+    realized = {pk: book.realized for pk, book in books.items() if book.realized}
+    if realized:  # one UPDATE for all traders, each incremented by its own amount
+        Trader.objects.filter(pk__in=realized).update(
+            realized_pnl=F("realized_pnl")
+            + Case(*(When(pk=pk, then=Value(pnl)) for pk, pnl in realized.items()))
+        )
     for book in books.values():
-        if book.realized:
-            Trader.objects.filter(pk=book.trader.pk).update(
-                realized_pnl=F("realized_pnl") + book.realized
-            )
         if book.halt_reason:
             Trader.objects.filter(pk=book.trader.pk, is_halted=False).update(
                 is_halted=True, halted_reason=book.halt_reason[:300], halted_at=now
