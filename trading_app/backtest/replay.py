@@ -58,6 +58,7 @@ reads candles up to t only (the truncation tests show it).
 import logging
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -65,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 from tqdm import tqdm
@@ -464,6 +465,22 @@ class Replay:
         )  # fmt: skip
 
 
+@contextmanager
+def _without_savepoints():
+    """The services' atomic blocks inside the replay make no savepoint. The run is one
+    transaction that is rolled back whole, so none would ever be rolled back to, and on
+    PostgreSQL a row updated under thousands of subtransactions (the paper balance, the
+    trader, open positions) gets slower to read with each version: one row read 0.07 ms after
+    6,000 plain updates, 2.4 ms after 6,000 in savepoints. An error inside still ends the run:
+    Django marks the whole transaction for rollback instead."""
+    features = connection.features
+    features.uses_savepoints = False  # this connection only, over the class's True
+    try:
+        yield
+    finally:
+        del features.uses_savepoints
+
+
 def _run_steps(tapes: list[Tape], *, start: datetime, end: datetime) -> list[pd.Timestamp]:
     times = set()
     for tape in tapes:
@@ -523,7 +540,8 @@ def backtest_replay(
                 run=run, trader=trader, config=config, tapes=tapes, version=version,
                 steps=steps, forecast=forecast, every_step=every_step,
             )  # fmt: skip
-            outcome = replay.play(progress=progress)
+            with _without_savepoints():
+                outcome = replay.play(progress=progress)
             transaction.set_rollback(True)
         forecast.wait(DONE)  # its timing
     finally:
