@@ -15,10 +15,28 @@ per row. The generic per-field preparation was most of a batch's write CPU.
 
 import operator
 from collections.abc import Sequence
+from datetime import datetime
 from functools import partial
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections, models
+from psycopg.types.datetime import DatetimeDumper
+
+
+class _SharedTimestampDumper(DatetimeDumper):
+    """The rows of a batch share a handful of timestamps (its clock, one auto-now stamp): each is
+    rendered once per COPY, not once per row and column (at ~1 us per aware datetime that was half
+    the CPU of COPYing an order row)."""
+
+    def __init__(self, cls: type, context=None):
+        super().__init__(cls, context)
+        self._texts: dict[datetime, bytes] = {}
+
+    def dump(self, obj: datetime) -> bytes:
+        text = self._texts.get(obj)
+        if text is None:
+            text = self._texts[obj] = super().dump(obj)
+        return text
 
 
 def _stamp_auto_now(objs: Sequence[models.Model], fields: Sequence[models.Field], *, add: bool):
@@ -127,6 +145,7 @@ def insert_rows(objs: Sequence[models.Model]) -> None:
         )
         for obj, (pk,) in zip(objs, cursor.fetchall(), strict=True):
             obj.pk = pk
+        cursor.cursor.adapters.register_dumper(datetime, _SharedTimestampDumper)
         with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
             for obj in objs:
                 copy.write_row(build(obj))
