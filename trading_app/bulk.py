@@ -7,10 +7,10 @@
   several times faster than bulk_create's one huge client-side-bound INSERT; elsewhere
   bulk_create. Either way every object has its pk afterwards.
 
-On PostgreSQL both read the objects' attributes as they are (psycopg adapts Decimal, datetime,
-str and the choices enums itself) and prepare only what needs it: JSON, and the auto-now
-timestamps, which take one value per call (one batch, one transaction) rather than one clock read
-per row. The generic per-field preparation was most of a batch's write CPU.
+On PostgreSQL both hand psycopg the objects' attribute values (it adapts Decimal, datetime, str
+and the choices enums itself) and prepare only what needs it: JSON, and the auto-now timestamps,
+which take one value per call (one batch, one transaction) rather than one clock read per row.
+Django's generic per-field preparation was most of a batch's write CPU.
 """
 
 import operator
@@ -46,10 +46,6 @@ def _stamp_auto_now(objs: Sequence[models.Model], fields: Sequence[models.Field]
             value = field.pre_save(objs[0], add=add)
             for obj in objs[1:]:
                 setattr(obj, field.attname, value)
-
-
-def _json_fields(fields: Sequence[models.Field]) -> list[int]:
-    return [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
 
 
 def update_rows(objs: Sequence[models.Model], fields: Sequence[str]) -> None:
@@ -105,7 +101,7 @@ def _row_builder(fields: list[models.Field], connection):
     """obj -> its row of database values: plain attributes read in one C call, JSON prepared,
     and a relation to an object saved earlier in the batch resolved to its pk, as save() does."""
     read = operator.attrgetter(*(f.attname for f in fields))
-    json = _json_fields(fields)
+    json = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
     relations = [i for i, f in enumerate(fields) if f.is_relation]
 
     def build(obj: models.Model) -> list:
