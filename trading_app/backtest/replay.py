@@ -26,8 +26,9 @@ The order inside a step is the live minute's (cycle -> process_signals -> sync_p
 Celery is involved: the services are called directly, as the tasks call them.
 
 Isolation: the whole replay runs inside ONE database transaction that is rolled back once what
-the report needs has been read out of it; the BacktestRun row (created before, completed after)
-and the report files are all that stays. Inside the transaction the replay trades a copy of the
+the report needs has been read out of it (backtest.session: how the connection serves such a
+transaction); the BacktestRun row (created before, completed after) and the report files are
+all that stays. Inside the transaction the replay trades a copy of the
 trader (its settings, none of its state) on a new paper account holding the trader's initial
 capital, subscribed to copies of its markets (exchange "bt<run id>", same symbols and lot rules)
 that receive the replayed candles. The engine routes the run's signals to the copy alone and the
@@ -58,7 +59,6 @@ reads candles up to t only (the truncation tests show it).
 import logging
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 from tqdm import tqdm
@@ -88,6 +88,7 @@ from signals_app.services.signals import (
 from trading_app import risk
 from trading_app.backtest.candles import backtest_frames
 from trading_app.backtest.forecast import DONE, Forecast
+from trading_app.backtest.session import replan, replay_session
 from trading_app.models import (
     TRADER_SETTING_FIELDS,
     BacktestRun,
@@ -381,6 +382,7 @@ class Replay:
         last = len(self.steps) - 1
         for i, t in enumerate(tqdm(self.steps, desc="replay", unit="candle", disable=not progress)):
             self.forecast.wait(self.steps[min(i + 1, last)])
+            replan(i)
             clock = (t + delta).to_pydatetime()
             traded = self.accepted(i)
             if traded:
@@ -465,22 +467,6 @@ class Replay:
         )  # fmt: skip
 
 
-@contextmanager
-def _without_savepoints():
-    """The services' atomic blocks inside the replay make no savepoint. The run is one
-    transaction that is rolled back whole, so none would ever be rolled back to, and on
-    PostgreSQL a row updated under thousands of subtransactions (the paper balance, the
-    trader, open positions) gets slower to read with each version: one row read 0.07 ms after
-    6,000 plain updates, 2.4 ms after 6,000 in savepoints. An error inside still ends the run:
-    Django marks the whole transaction for rollback instead."""
-    features = connection.features
-    features.uses_savepoints = False  # this connection only, over the class's True
-    try:
-        yield
-    finally:
-        del features.uses_savepoints
-
-
 def _run_steps(tapes: list[Tape], *, start: datetime, end: datetime) -> list[pd.Timestamp]:
     times = set()
     for tape in tapes:
@@ -540,7 +526,7 @@ def backtest_replay(
                 run=run, trader=trader, config=config, tapes=tapes, version=version,
                 steps=steps, forecast=forecast, every_step=every_step,
             )  # fmt: skip
-            with _without_savepoints():
+            with replay_session():
                 outcome = replay.play(progress=progress)
             transaction.set_rollback(True)
         forecast.wait(DONE)  # its timing
