@@ -1,8 +1,10 @@
 """End-to-end backtest speed: `manage.py backtest` over BTC/USDT and ETH/USDT 15m candles.
 
 The candles are ../shared/data/ohlcv/{BTC,ETH}_USDT-15m.csv (read with --data): 2025-01-01 to
-2025-10-31, 29,184 candles per market, i.e. ten months, not the year the target names (there is no
-longer 15m file); the figure is printed for those ten months and scaled to a year linearly.
+2025-10-31, 29,184 candles per market, i.e. ten months, not the year the target names. No full
+year of 15m candles can be had from ../shared either: the 5m files (which would resample to 15m)
+start only a day earlier, on 2024-12-31, and the 1h files, from 2024-09-14, are coarser than 15m.
+The figure is printed for those ten months and scaled to a year linearly.
 The first ~450 candles of each file have too little history for the model (its warm-up and
 window) and produce no prediction, as they would live.
 
