@@ -204,15 +204,15 @@ class _EncoderLayer(nn.Module):
         self, x: Tensor, prev: Tensor | None, *, last_query: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         prev = prev if self.res_attention else None
-        if self.training or torch.is_grad_enabled():
-            attended, scores = self.attn(x, prev, last_query=last_query)
+        fused = not (self.training or torch.is_grad_enabled())
+        attended, scores = self.attn(x, prev, last_query=last_query, project=not fused)
+        x = x[-1:] if last_query else x
+        if not fused:
             # Post-norm: Add, then Norm (official pre_norm=False).
             x = self.norm_attn(x + self.dropout_attn(attended))
             x = self.norm_ffn(x + self.dropout_ffn(self.ff(x)))
         else:
-            context, scores = self.attn(x, prev, last_query=last_query, project=False)
-            x = x[-1:] if last_query else x
-            x = _add_linear_norm(x, context, self.attn.out, self.norm_attn)
+            x = _add_linear_norm(x, attended, self.attn.out, self.norm_attn)
             x = _add_linear_norm(x, self.ff[1](self.ff[0](x)), self.ff[3], self.norm_ffn)
         return x, scores if self.res_attention else None
 

@@ -227,6 +227,7 @@ def test_inference_computes_only_the_last_patch_of_the_last_layer() -> None:
     with torch.no_grad():
         full = model.head(model.represent(x))
         torch.testing.assert_close(model(x), full)
+    torch.testing.assert_close(model(x).detach(), full)  # eval with autograd: unfused branch
     with pytest.raises(ValueError, match="eval mode"):
         model.train().backbone(x, last_patch_only=True)
 
