@@ -27,31 +27,15 @@ months of the backtest are therefore in-sample; this measures speed, not skill.
 import argparse
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench import fresh_database
+from bench import benchmark_checkpoint, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 OHLCV = Path(os.environ.get("BOTAI_SHARED_DATA", ROOT.parent / "shared" / "data")) / "ohlcv"
 TARGET_SECONDS_PER_YEAR = 120.0
-
-
-def _model(path: str | None) -> Path:
-    if path:
-        return Path(path)
-    out = ROOT / "data" / "bench" / "backtest-default-3epochs.pt"
-    if not out.exists():
-        print(f"training the benchmark checkpoint (preset default, 3 epochs) into {out}")
-        subprocess.run(
-            [sys.executable, "-m", "mlcore.train", "--preset", "default", "--epochs", "3",
-             "--csv", str(OHLCV / "BTC_USDT-15m.csv"), "--csv", str(OHLCV / "ETH_USDT-15m.csv"),
-             "--until", "2025-03-01", "--out", str(out)],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-    return out
 
 
 def _database_cpu() -> float:
@@ -103,7 +87,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    model = _model(args.model)
+    model = benchmark_checkpoint(
+        args.model, name="backtest-default-3epochs", epochs=3,
+        train_args=["--csv", str(OHLCV / "BTC_USDT-15m.csv"), "--csv",
+                    str(OHLCV / "ETH_USDT-15m.csv"), "--until", "2025-03-01"],
+    )  # fmt: skip
     fresh_database(args.database_url)
     os.environ.update(
         {

@@ -29,25 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench import REDIS_URL, fresh_database
+from bench import REDIS_URL, benchmark_checkpoint, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"new_9": 2.0, "new_500": 60.0, "hit_9": 0.2}
 CLOCK = datetime(2026, 1, 5, 0, 1, tzinfo=UTC)  # the cycles run on this clock, 15 min apart
-
-
-def _model(path: str | None) -> Path:
-    if path:
-        return Path(path)
-    out = ROOT / "data" / "bench" / "cycle-default-1epoch.pt"
-    if not out.exists():
-        print(f"training the benchmark checkpoint (preset default, 1 epoch) into {out}")
-        subprocess.run(
-            [sys.executable, "-m", "mlcore.train", "--preset", "default", "--epochs", "1",
-             "--threads", "2", "--out", str(out)],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-    return out
 
 
 def _start_workers(n: int, env: dict) -> list[subprocess.Popen]:
@@ -150,7 +136,9 @@ def main(argv=None) -> int:
     parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args(argv)
 
-    model = _model(args.model)
+    model = benchmark_checkpoint(
+        args.model, name="cycle-default-1epoch", epochs=1, train_args=["--threads", "2"]
+    )
     fresh_database(args.database_url)
     env = {
         **os.environ,
