@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from mlcore import patchtst
 from mlcore.patchtst import PatchTST, PatchTSTConfig, n_patches
 from mlcore.revin import RevIN
 from mlcore.train import PRESETS
@@ -232,9 +233,16 @@ def test_inference_computes_only_the_last_patch_of_the_last_layer() -> None:
         model.train().backbone(x, last_patch_only=True)
 
 
-def test_fused_inference_layer_matches_linear_add_norm() -> None:
-    """The eval-mode encoder layer (residual as GEMM accumulator, bias in BatchNorm's mean)
-    against the training-mode formulation with dropout and BatchNorm in eval."""
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "stock-ops"])
+def test_fused_inference_layer_matches_linear_add_norm(
+    onednn: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eval-mode encoder layer (score scale in the query weights, residual and GELU inside
+    the GEMM, bias in BatchNorm's mean) against the training-mode formulation with dropout and
+    BatchNorm in eval; with oneDNN's fused linear and with the stock ops other devices use."""
+    if onednn and not patchtst._ONEDNN_LINEAR:
+        pytest.skip("this torch build has no oneDNN fused linear")
+    monkeypatch.setattr(patchtst, "_ONEDNN_LINEAR", onednn)
     model = _trained_a_little(_model())
     x = _series(4)
     with torch.no_grad():
