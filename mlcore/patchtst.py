@@ -25,12 +25,14 @@ GEMM with the residual as accumulator, and the softmax is composed of cheaper ke
 each against the official formulation.
 """
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils import flop_counter
 
 from mlcore.revin import RevIN
 
@@ -238,6 +240,13 @@ def _onednn_linear_available() -> bool:
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
+
+if _ONEDNN_LINEAR and torch.ops.mkldnn._linear_pointwise not in flop_counter.flop_registry:
+
+    @flop_counter.register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+    def _onednn_linear_flops(x_shape, *args, out_shape, **kwargs) -> int:
+        """FlopCounterMode counts the fused linear as the matmul it is (else it counts 0)."""
+        return 2 * math.prod(x_shape) * out_shape[-1]
 
 
 def _linear(
