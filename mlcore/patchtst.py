@@ -328,8 +328,13 @@ class PatchTSTBackbone(nn.Module):
         series = F.pad(x.transpose(1, 2), (0, self.stride), mode="replicate")  # [B, C, L + stride]
         patches = series.unfold(-1, self.patch_len, self.stride)  # [B, C, P, patch_len]
         # Patch-major tokens [P, B*C, d] (see _ResidualSelfAttention.forward).
-        tokens = self.patch_embedding(patches.permute(2, 0, 1, 3)).flatten(1, 2)
-        z = self.dropout(tokens + self.position[:, None])
+        patches = patches.permute(2, 0, 1, 3)
+        if self.training or torch.is_grad_enabled():
+            z = self.dropout(self.patch_embedding(patches).flatten(1, 2) + self.position[:, None])
+        else:
+            embedding = self.patch_embedding
+            z = _linear(patches, embedding.weight, embedding.bias).flatten(1, 2)
+            z.add_(self.position[:, None])
         scores = None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
