@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 
+from mlcore.allocator import tune_glibc_malloc
 from mlcore.candles import load_csv, validate_candles
 from mlcore.checkpoint import Checkpoint, candles_fingerprint, save_checkpoint
 from mlcore.dataset import (
@@ -171,6 +172,9 @@ def train(
 ) -> TrainResult:
     """Fit on `frames` (symbol -> candle frame), write the checkpoint to `out`."""
     started = time.perf_counter()
+    # Every step allocates and frees the same large activations: measured on the 2-core box, one
+    # default epoch 41 -> 36 s (sys time 10.4 -> 4.8 s) once freed blocks stay in the heap.
+    tune_glibc_malloc()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
