@@ -20,9 +20,10 @@ outputs, so attention reads every head in place, and the scores are kept key-maj
 on the [tokens, d_model] view instead of Transpose+BatchNorm1d+Transpose (same statistics over
 batch x patches per feature); dropout draws its mask with uniform_; the flatten head reads
 (patch, d_model) order, a permutation of the official weight layout. At inference only: the last
-layer computes only the last patch when the head reads nothing else, each Linear-Add-Norm is one
-GEMM with the residual as accumulator, and the softmax is composed of cheaper kernels. Tests pin
-each against the official formulation.
+layer computes only the last patch when the head reads nothing else; on CPU every Linear is one
+oneDNN GEMM with its bias, GELU or residual add fused in; the score scale lives in the query
+weights; each Linear-Add-Norm moves the bias into BatchNorm's mean; and the softmax is composed of
+cheaper kernels. Tests pin each against the official formulation.
 """
 
 import math
@@ -260,8 +261,9 @@ def _linear(
     """Inference Linear over the last axis, followed by either exact GELU or + residual.
 
     On a float32 CPU tensor the bias, GELU or residual is applied inside oneDNN's GEMM (a
-    post-op) instead of in separate passes over the output: measured on the 2-core box with the
-    default model's shapes, ~25% less time for the whole forward pass. Elsewhere the stock ops.
+    post-op) instead of in separate passes over the output; measured on the 2-core box, the
+    default model's forward pass for 100 / 500 symbols went 38 -> 31 ms / 220 -> 155 ms.
+    Elsewhere the stock ops.
     """
     shape = (*x.shape[:-1], weight.shape[0])
     x = x.reshape(-1, x.shape[-1])
