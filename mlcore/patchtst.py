@@ -267,7 +267,10 @@ def _linear(
     """
     shape = (*x.shape[:-1], weight.shape[0])
     x = x.reshape(-1, x.shape[-1])
-    if _ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32:
+    # Not while torch.compile traces: its CPU backend fuses the stock ops itself (and cannot
+    # lower this op with unpacked weights).
+    onednn = _ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
+    if onednn and not torch.compiler.is_compiling():
         linear = torch.ops.mkldnn._linear_pointwise
         if residual is not None:
             out = linear.binary(x, residual.reshape(x.shape[0], -1), weight, bias, "add")

@@ -78,6 +78,17 @@ def test_one_batched_forward_equals_per_symbol_forwards(checkpoint, markets):
             assert together[symbol].returns[h] == pytest.approx(alone.returns[h], abs=1e-6)
 
 
+def test_compiled_predictor_predicts_what_eager_does(checkpoint, markets):
+    """use_compile traces the inference path (its oneDNN linears give way to the stock ops)."""
+    eager = Predictor.load(checkpoint, device="cpu").predict(markets)
+    compiled = Predictor.load(checkpoint, device="cpu", use_compile=True).predict(markets)
+    for symbol, result in eager.items():
+        for h in HORIZONS:
+            np.testing.assert_allclose(
+                compiled[symbol].probabilities[h], result.probabilities[h], rtol=1e-5, atol=1e-6
+            )
+
+
 def test_cache_hit_runs_no_forward_until_a_new_candle(checkpoint, markets):
     predictor = Predictor.load(checkpoint, device="cpu")
     calls = _forward_counter(predictor)
