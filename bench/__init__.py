@@ -5,6 +5,7 @@ Redis db with a test run (tests.backend picks TEST_REDIS_DB, 15 unless set): the
 db 7, the benches' own.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,34 @@ def fresh_database(url: str) -> None:
     with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def django_on_fresh_database(
+    *, database_url: str, redis_url: str | None = None, **settings: str
+) -> dict[str, str]:
+    """Recreate the bench database, set this process up as Django on it (migrated) and, with
+    redis_url, as a Celery client of a purged broker there. Returns the environment, which the
+    workers the bench starts get too; `settings` are further environment variables."""
+    fresh_database(database_url)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "botai.settings",
+        **settings,
+    }
+    if redis_url:
+        for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+            env[name] = redis_url
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    if redis_url:
+        from botai.celery import app
+
+        app.control.purge()
+    return env

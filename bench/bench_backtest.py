@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import benchmark_checkpoint, fresh_database
+from bench import benchmark_checkpoint, django_on_fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 OHLCV = Path(os.environ.get("BOTAI_SHARED_DATA", ROOT.parent / "shared" / "data")) / "ohlcv"
@@ -92,26 +92,15 @@ def main(argv=None) -> int:
         train_args=["--csv", str(OHLCV / "BTC_USDT-15m.csv"), "--csv",
                     str(OHLCV / "ETH_USDT-15m.csv"), "--until", "2025-03-01"],
     )  # fmt: skip
-    fresh_database(args.database_url)
-    os.environ.update(
-        {
-            "DATABASE_URL": args.database_url,
-            "MODEL_PATH": str(model),
-            "ML_TORCH_THREADS": str(args.threads),
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "botai.settings",
-        }
+    django_on_fresh_database(
+        database_url=args.database_url, MODEL_PATH=str(model), ML_TORCH_THREADS=str(args.threads)
     )
-    import django
-
-    django.setup()
     import torch
     from django.core.management import call_command
 
     from signals_app.models import MLConfig
     from trading_app.models import BacktestRun
 
-    call_command("migrate", verbosity=0)
     config = MLConfig.load()
     config.device, config.model_path = "cpu", ""
     config.save()

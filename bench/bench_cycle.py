@@ -20,7 +20,6 @@ is trained once into data/bench/ and reused.
 """
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench import REDIS_URL, benchmark_checkpoint, fresh_database
+from bench import REDIS_URL, benchmark_checkpoint, django_on_fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"new_9": 2.0, "new_500": 60.0, "hit_9": 0.2}
@@ -139,30 +138,16 @@ def main(argv=None) -> int:
     model = benchmark_checkpoint(
         args.model, name="cycle-default-1epoch", epochs=1, train_args=["--threads", "2"]
     )
-    fresh_database(args.database_url)
-    env = {
-        **os.environ,
-        "DATABASE_URL": args.database_url,
-        "REDIS_URL": args.redis_url,
-        "CELERY_BROKER_URL": args.redis_url,
-        "CELERY_RESULT_BACKEND": args.redis_url,
-        "MODEL_PATH": str(model),
-        "ML_TORCH_THREADS": "1",  # two solo workers on two cores: one thread each
-        "MARKET_DATA_SOURCE": "simulated",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "botai.settings",
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
+    env = django_on_fresh_database(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        MODEL_PATH=str(model),
+        ML_TORCH_THREADS="1",  # two solo workers on two cores: one thread each
+        MARKET_DATA_SOURCE="simulated",
+    )
     from botai.celery import app
     from signals_app.models import MLConfig
 
-    call_command("migrate", verbosity=0)
-    app.control.purge()
     config = MLConfig.load()
     config.device, config.model_path = "cpu", ""
     config.save()

@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from bench import REDIS_URL, fresh_database
+from bench import REDIS_URL, django_on_fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SIGNALS_PER_SECOND = 2_000
@@ -195,28 +195,12 @@ def main(argv=None) -> int:
     parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args(argv)
 
-    fresh_database(args.database_url)
-    env = {
-        **os.environ,
-        "DATABASE_URL": args.database_url,
-        "REDIS_URL": args.redis_url,
-        "CELERY_BROKER_URL": args.redis_url,
-        "CELERY_RESULT_BACKEND": args.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "botai.settings",
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    env = django_on_fresh_database(database_url=args.database_url, redis_url=args.redis_url)
     from django.db import connection
 
     from botai.celery import app
     from trading_app.models import Order, Position, TradeDecision
 
-    call_command("migrate", verbosity=0)
-    app.control.purge()
     markets = _setup(
         markets=args.markets, traders=args.traders, n_accounts=args.accounts, candles=args.candles
     )
