@@ -4,6 +4,8 @@ each minute produces (predictions, signals, cycle runs)."""
 from django.db import models
 from django.db.models import Q
 
+from botai.money import MoneyField
+
 
 class Market(models.Model):
     """One tradable symbol on one exchange, at the timeframe the model reads.
@@ -16,20 +18,16 @@ class Market(models.Model):
     ccxt_symbol = models.CharField(max_length=64, help_text="ccxt unified symbol, e.g. BTC/USDT")
     timeframe = models.CharField(max_length=8, default="15m")
     enabled = models.BooleanField(default=True, help_text="part of the per-minute cycle")
-    amount_step = models.DecimalField(
-        max_digits=28, decimal_places=12, null=True, blank=True,
+    amount_step = MoneyField(
+        null=True, blank=True,
         help_text="order amounts are multiples of this (base asset)",
     )  # fmt: skip
-    price_step = models.DecimalField(
-        max_digits=28, decimal_places=12, null=True, blank=True,
+    price_step = MoneyField(
+        null=True, blank=True,
         help_text="prices are multiples of this (quote asset)",
     )  # fmt: skip
-    min_amount = models.DecimalField(
-        max_digits=28, decimal_places=12, null=True, blank=True, help_text="base asset"
-    )
-    min_notional = models.DecimalField(
-        max_digits=28, decimal_places=12, null=True, blank=True, help_text="quote asset"
-    )
+    min_amount = MoneyField(null=True, blank=True, help_text="base asset")
+    min_notional = MoneyField(null=True, blank=True, help_text="quote asset")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -197,9 +195,9 @@ class Signal(models.Model):
     type = models.CharField(max_length=8, choices=Type.choices)
     confidence = models.FloatField()
     strength = models.FloatField()
-    entry_price = models.DecimalField(max_digits=28, decimal_places=12)
-    stop_loss = models.DecimalField(max_digits=28, decimal_places=12, null=True, blank=True)
-    take_profit = models.DecimalField(max_digits=28, decimal_places=12, null=True, blank=True)
+    entry_price = MoneyField()
+    stop_loss = MoneyField(null=True, blank=True)
+    take_profit = MoneyField(null=True, blank=True)
     expires_at = models.DateTimeField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW)
     rejection_reason = models.CharField(max_length=200, blank=True)

@@ -10,10 +10,9 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from botai.money import MoneyField
 from signals_app.models import Market, Signal
 from trading_app import credentials
-
-MONEY = {"max_digits": 28, "decimal_places": 12}
 
 
 def new_client_id_prefix() -> str:
@@ -54,8 +53,8 @@ class ExchangeAccount(models.Model):
         help_text="client order id prefix: a new database never reuses old ids",
     )  # fmt: skip
     quote_currency = models.CharField(max_length=16, default="USDT")
-    paper_initial_balance = models.DecimalField(
-        **MONEY, default=Decimal("10000"), validators=[MinValueValidator(0)],
+    paper_initial_balance = MoneyField(
+        default=Decimal("10000"), validators=[MinValueValidator(0)],
         help_text="paper accounts start with this much quote currency",
     )  # fmt: skip
     paper_slippage_percentage = models.FloatField(
@@ -123,8 +122,8 @@ class Balance(models.Model):
 
     account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="balances")
     asset = models.CharField(max_length=16)
-    free = models.DecimalField(**MONEY)
-    used = models.DecimalField(**MONEY, default=Decimal(0), help_text="margin held by positions")
+    free = MoneyField()
+    used = MoneyField(default=Decimal(0), help_text="margin held by positions")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -154,15 +153,15 @@ class Trader(models.Model):
     rsi_overbought = models.FloatField(default=70)
     ema_short = models.PositiveIntegerField(default=9)
     ema_long = models.PositiveIntegerField(default=21)
-    initial_capital = models.DecimalField(**MONEY, default=Decimal("10000"))
+    initial_capital = MoneyField(default=Decimal("10000"))
     per_trade_percentage = models.FloatField(default=2)
     max_positions = models.PositiveIntegerField(default=5)
     stop_loss_percentage = models.FloatField(default=2)
     take_profit_percentage = models.FloatField(default=5)
     max_drawdown_percentage = models.FloatField(default=10)
     # Running state, written by the trading engine and position sync.
-    realized_pnl = models.DecimalField(**MONEY, default=Decimal(0), editable=False)
-    peak_equity = models.DecimalField(**MONEY, null=True, blank=True, editable=False)
+    realized_pnl = MoneyField(default=Decimal(0), editable=False)
+    peak_equity = MoneyField(null=True, blank=True, editable=False)
     is_halted = models.BooleanField(
         default=False, help_text="no new entries; set by the drawdown rule, cleared by a person"
     )
@@ -289,8 +288,8 @@ class TradeDecision(models.Model):
     ema_score = models.FloatField()
     final_score = models.FloatField()
     atr = models.FloatField(null=True, blank=True)
-    stop_loss = models.DecimalField(**MONEY, null=True, blank=True)
-    take_profit = models.DecimalField(**MONEY, null=True, blank=True)
+    stop_loss = MoneyField(null=True, blank=True)
+    take_profit = MoneyField(null=True, blank=True)
     reasons = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -335,14 +334,14 @@ class Position(models.Model):
     )
     side = models.CharField(max_length=5, choices=Side.choices)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
-    amount = models.DecimalField(**MONEY)
-    entry_price = models.DecimalField(**MONEY, help_text="fill price (expected, while PENDING)")
-    stop_loss = models.DecimalField(**MONEY, null=True, blank=True)
-    take_profit = models.DecimalField(**MONEY, null=True, blank=True)
-    exit_price = models.DecimalField(**MONEY, null=True, blank=True)
-    fees = models.DecimalField(**MONEY, default=Decimal(0))
-    realized_pnl = models.DecimalField(**MONEY, default=Decimal(0), help_text="net of fees")
-    unrealized_pnl = models.DecimalField(**MONEY, default=Decimal(0))
+    amount = MoneyField()
+    entry_price = MoneyField(help_text="fill price (expected, while PENDING)")
+    stop_loss = MoneyField(null=True, blank=True)
+    take_profit = MoneyField(null=True, blank=True)
+    exit_price = MoneyField(null=True, blank=True)
+    fees = MoneyField(default=Decimal(0))
+    realized_pnl = MoneyField(default=Decimal(0), help_text="net of fees")
+    unrealized_pnl = MoneyField(default=Decimal(0))
     close_reason = models.CharField(max_length=12, choices=CloseReason.choices, blank=True)
     opened_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -410,16 +409,16 @@ class Order(models.Model):
     purpose = models.CharField(max_length=12, choices=Purpose.choices)
     side = models.CharField(max_length=4, choices=Side.choices)
     type = models.CharField(max_length=6, choices=Type.choices, default=Type.MARKET)
-    amount = models.DecimalField(**MONEY)
-    price = models.DecimalField(**MONEY, null=True, blank=True, help_text="reference price")
-    stop_loss = models.DecimalField(**MONEY, null=True, blank=True)
-    take_profit = models.DecimalField(**MONEY, null=True, blank=True)
+    amount = MoneyField()
+    price = MoneyField(null=True, blank=True, help_text="reference price")
+    stop_loss = MoneyField(null=True, blank=True)
+    take_profit = MoneyField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW)
     status_reason = models.CharField(max_length=300, blank=True)
     exchange_order_id = models.CharField(max_length=64, blank=True)
-    filled_amount = models.DecimalField(**MONEY, default=Decimal(0))
-    average_price = models.DecimalField(**MONEY, null=True, blank=True)
-    fee = models.DecimalField(**MONEY, default=Decimal(0))
+    filled_amount = MoneyField(default=Decimal(0))
+    average_price = MoneyField(null=True, blank=True)
+    fee = MoneyField(default=Decimal(0))
     fee_currency = models.CharField(max_length=16, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -447,11 +446,11 @@ class EquitySnapshot(models.Model):
 
     trader = models.ForeignKey(Trader, on_delete=models.CASCADE, related_name="equity_snapshots")
     time = models.DateTimeField()
-    equity = models.DecimalField(**MONEY)
-    realized_pnl = models.DecimalField(**MONEY)
-    unrealized_pnl = models.DecimalField(**MONEY)
+    equity = MoneyField()
+    realized_pnl = MoneyField()
+    unrealized_pnl = MoneyField()
     open_positions = models.PositiveIntegerField()
-    peak_equity = models.DecimalField(**MONEY)
+    peak_equity = MoneyField()
     drawdown_percentage = models.FloatField()
 
     class Meta:

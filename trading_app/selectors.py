@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import psycopg
 from django.db import connection
-from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window
+from django.db.models import Count, F, OuterRef, Q, Subquery, Window
 from django.db.models.functions import RowNumber
 
+from botai.money import MoneySum
 from signals_app.models import Candle, Market
 from trading_app.models import Position, Trader
 
@@ -140,11 +141,15 @@ def position_totals(*, trader_ids: Iterable[int]) -> dict[int, PositionTotals]:
         .values("trader_id")
         .annotate(
             active=Count("id"),
-            open_value=Sum(F("unrealized_pnl") - F("fees"), filter=Q(status=Position.Status.OPEN)),
+            # Two exact sums, subtracted here: SQL arithmetic on SQLite is floating point.
+            open_unrealized=MoneySum("unrealized_pnl", filter=Q(status=Position.Status.OPEN)),
+            open_fees=MoneySum("fees", filter=Q(status=Position.Status.OPEN)),
         )
     )
     return {
-        row["trader_id"]: PositionTotals(row["active"], row["open_value"] or Decimal(0))
+        row["trader_id"]: PositionTotals(
+            row["active"], (row["open_unrealized"] or Decimal(0)) - (row["open_fees"] or Decimal(0))
+        )
         for row in rows
     }
 

@@ -8,6 +8,7 @@ the next minute tries again.
 """
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -31,6 +32,13 @@ UNFINISHED_AFTER = timedelta(minutes=10)
 SignalCounts = {"LONG": "signals_long", "SHORT": "signals_short", "NEUTRAL": "signals_neutral"}
 # Dispatch a batch: (market_ids, candle_time, cycle_run_id, batch_index) -> None
 Dispatcher = Callable[[list[int], datetime, int, int], None]
+# A failed batch's error text on the run: the exception's type and message, this long at most.
+ERROR_CHARS = 300
+# Credentials an exception message may quote (a connection URL or DSN): never recorded.
+_SECRETS = (
+    (re.compile(r"(\w[\w+.-]*://)[^/@\s]+@"), r"\1***@"),
+    (re.compile(r"\b(password|passwd|secret|token|api_?key)(\s*[=:]\s*)\S+", re.I), r"\1\2***"),
+)
 
 
 def markets_to_predict(markets, *, model_version: ModelVersion | None) -> tuple[list[Market], int]:
@@ -144,6 +152,38 @@ def cycle_record_batch(*, cycle_run_id: int, batch_index: int, report: BatchRepo
             else:
                 run.status = _status(run)
         run.save()
+
+
+def _error_text(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
+
+def cycle_record_batch_failure(
+    *, cycle_run_id: int, batch_index: int, market_ids: list[int], error: BaseException
+) -> None:
+    """A batch that died of an error (one its task does not retry, or after its retries) is
+    recorded at once: it counts as done, each of its markets gets an error entry naming the
+    exception, and the run closes by the usual rules when it was the last batch (FAILED when no
+    batch predicted anything, else PARTIAL). Once per batch index, like cycle_record_batch: a
+    redelivered failure, or a failure after the batch was already counted, adds nothing."""
+    text = _error_text(error)
+    ids = [i for i in market_ids if isinstance(i, int)] if isinstance(market_ids, list) else []
+    labels = {
+        pk: f"{exchange}:{symbol}"
+        for pk, exchange, symbol in Market.objects.filter(pk__in=ids).values_list(
+            "pk", "exchange", "symbol"
+        )
+    }
+    markets = [labels.get(i, f"market {i!r}") for i in market_ids] if ids else ["*"]
+    report = BatchReport(
+        markets=len(labels),
+        errors=[{"market": market, "stage": "predict", "error": text} for market in markets],
+        reason=f"batch {batch_index} failed: {text}",
+    )
+    cycle_record_batch(cycle_run_id=cycle_run_id, batch_index=batch_index, report=report)
 
 
 def cycles_unfinished_close(*, older_than: datetime) -> int:

@@ -35,6 +35,15 @@ MARKETS_PER_ACCOUNT, TRADERS_PER_ACCOUNT = 20, 3
 LOCK_SIGNAL = "SELECT 1 FROM signals_app_signal WHERE id = %s FOR NO KEY UPDATE"
 
 
+# These faults are injected with PostgreSQL's own machinery (a second session holding row locks,
+# pg_stat_activity, pg_terminate_backend), which SQLite has no counterpart of: a single-file
+# database has no sessions to drop, and its writers queue on one file lock.
+needs_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the fault is injected through PostgreSQL sessions (row locks, pg_terminate_backend)",
+)
+
+
 def wait_for(condition: Callable[[], object], *, timeout: float, what: str, every: float = 0.1):
     """Poll until condition() is truthy and return its value; TimeoutError names `what`."""
     deadline = time.monotonic() + timeout

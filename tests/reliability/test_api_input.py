@@ -24,7 +24,7 @@ from schemathesis.checks import not_a_server_error
 
 from signals_app.models import MLConfig
 from tests.conftest import ROOT, _database_url
-from tests.reliability.conftest import other_sessions, terminate, wait_for
+from tests.reliability.conftest import needs_postgresql, other_sessions, terminate, wait_for
 from tests.trading_app import factories as f
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -129,6 +129,7 @@ def test_every_operation_answers_every_input(case, live_app, tally):
     _four_xx_says_why(response, case)
 
 
+@needs_postgresql
 def test_web_survives_its_database_connections_dropped(live_app, figures):
     base, token = live_app
     headers = {"Authorization": f"Token {token}"}

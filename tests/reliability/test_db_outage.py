@@ -19,6 +19,7 @@ from tests.reliability.conftest import (
     every_signal_has_exactly_its_orders,
     held,
     ledger_holds,
+    needs_postgresql,
     other_sessions,
     terminate,
     wait_for,
@@ -33,6 +34,7 @@ def _retries_logged(worker, task: str) -> list[str]:
     return re.findall(rf"Task {re.escape(task)}\[[^\]]+\] retry: (.*)", worker.log.read_text())
 
 
+@needs_postgresql
 def test_trading_transaction_dropped_then_retried(two_books, start_worker, figures):
     (account_a, _, signals_a), (account_b, _, signals_b) = two_books
     ids = [s.pk for s in signals_a + signals_b]
@@ -65,6 +67,7 @@ def test_trading_transaction_dropped_then_retried(two_books, start_worker, figur
     )  # fmt: skip
 
 
+@needs_postgresql
 def test_gpu_batch_connection_dropped_then_retried(
     gpu_batch, tiny_checkpoint, start_worker, figures
 ):

@@ -26,6 +26,7 @@ from tests.reliability.conftest import (
     every_signal_has_exactly_its_orders,
     held,
     ledger_holds,
+    needs_postgresql,
     other_sessions,
     terminate,
     wait_for,
@@ -33,7 +34,7 @@ from tests.reliability.conftest import (
 from tests.trading_app import factories as f
 from trading_app.models import Balance, Order, TradeDecision
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, needs_postgresql]
 
 
 def test_trading_worker_killed_mid_batch(two_books, start_worker, figures):

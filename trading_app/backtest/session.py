@@ -6,7 +6,9 @@ No savepoints. The services' atomic blocks make none inside the replay's transac
 ever be rolled back to, and on PostgreSQL a row updated under thousands of subtransactions (the
 paper balance, the trader, open positions) gets slower to read with each version: one row read
 0.07 ms after 6,000 plain updates, 2.4 ms after 6,000 in savepoints. An error inside still ends
-the run: Django marks the whole transaction for rollback instead.
+the run: Django marks the whole transaction for rollback instead. On SQLite, Django's backend makes
+savepoints in nested atomic blocks regardless: an inner block's error is rolled back alone, as in
+live trading, and SQLite keeps no row versions for them to slow reads down.
 
 Prepared statements (PostgreSQL). Planning was most of the server's CPU (a year: ~10 s of ~25);
 parameters bound server-side, psycopg prepares a statement on its 5th run and PostgreSQL then

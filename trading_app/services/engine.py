@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
+from botai.money import MoneyAdd, MoneyField
 from signals_app.models import Candle, Market, Signal
 from trading_app import ai_signal, indicators, risk
 from trading_app.bulk import insert_rows, update_rows
@@ -470,8 +471,16 @@ def _write_books(books: dict[int, _Book], *, now: datetime) -> None:
     realized = {pk: book.realized for pk, book in books.items() if book.realized}
     if realized:  # one UPDATE for all traders, each incremented by its own amount
         Trader.objects.filter(pk__in=realized).update(
-            realized_pnl=F("realized_pnl")
-            + Case(*(When(pk=pk, then=Value(pnl)) for pk, pnl in realized.items()))
+            realized_pnl=MoneyAdd(
+                "realized_pnl",
+                Case(
+                    *(
+                        When(pk=pk, then=Value(pnl, output_field=MoneyField()))
+                        for pk, pnl in realized.items()
+                    ),
+                    output_field=MoneyField(),
+                ),
+            )
         )
     for book in books.values():
         if book.halt_reason:

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from botai.money import MoneyAdd
 from signals_app.models import Market, Signal
 from trading_app.exchanges.base import (
     ExchangeAdapter,
@@ -186,7 +187,7 @@ def order_record(*, order: Order, reply: ExchangeOrder, account: ExchangeAccount
                 balance.save(update_fields=["free", "used", "updated_at"])
             if pnl:
                 Trader.objects.filter(pk=order.trader_id).update(
-                    realized_pnl=F("realized_pnl") + pnl
+                    realized_pnl=MoneyAdd("realized_pnl", pnl)
                 )
         elif reply.status == OrderStatus.OPEN:
             order.status = Order.Status.OPEN

@@ -14,9 +14,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
+from botai.money import MoneyAdd
 from trading_app.exchanges import ExchangeAdapter, ExchangeError, adapter_for
 from trading_app.exchanges.paper import PaperExchange, paper_balance
 from trading_app.models import ExchangeAccount, Order, Position, Trader
@@ -131,7 +131,9 @@ def _close_paper(
             result.closed += 1
         balance.save(update_fields=["free", "used", "updated_at"])
         if realized:
-            Trader.objects.filter(pk=trader.pk).update(realized_pnl=F("realized_pnl") + realized)
+            Trader.objects.filter(pk=trader.pk).update(
+                realized_pnl=MoneyAdd("realized_pnl", realized)
+            )
 
 
 def _close_exchange(

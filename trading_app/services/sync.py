@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
+from botai.money import MoneyAdd
 from signals_app.models import Candle
 from trading_app import risk
 from trading_app.exchanges import ExchangeError, adapter_for
@@ -161,7 +162,7 @@ def _exits_paper(*, account: ExchangeAccount, now: datetime, result: SyncResult,
                 result.take_profits += 1
         balance.save(update_fields=["free", "used", "updated_at"])
         for trader_id, pnl in realized.items():
-            Trader.objects.filter(pk=trader_id).update(realized_pnl=F("realized_pnl") + pnl)
+            Trader.objects.filter(pk=trader_id).update(realized_pnl=MoneyAdd("realized_pnl", pnl))
 
 
 def _exits_exchange(
@@ -202,7 +203,7 @@ def _exits_exchange(
             position.close_reason = exit_.reason if exit_ else Position.CloseReason.EXCHANGE
             position.save()
             Trader.objects.filter(pk=position.trader_id).update(
-                realized_pnl=F("realized_pnl") + position.realized_pnl
+                realized_pnl=MoneyAdd("realized_pnl", position.realized_pnl)
             )
         result.closed_on_exchange += 1
 
