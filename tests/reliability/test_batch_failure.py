@@ -11,7 +11,13 @@ from django.utils import timezone
 from signals_app.models import CycleRun, Prediction
 from signals_app.services.cycle import UNFINISHED_AFTER
 from signals_app.tasks import predict_batch
-from tests.reliability.conftest import held, other_sessions, terminate, wait_for
+from tests.reliability.conftest import (
+    held,
+    needs_postgresql,
+    other_sessions,
+    terminate,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # A candle time the task cannot read (a producer writing another format): predictions_run gets
@@ -84,6 +90,7 @@ def test_a_batch_dying_of_an_unexpected_error_closes_its_run_at_once(
     )  # fmt: skip
 
 
+@needs_postgresql
 def test_a_batch_whose_database_retries_run_out_closes_its_run(
     gpu_batch, tiny_checkpoint, start_worker, figures
 ):
