@@ -35,12 +35,13 @@ MARKETS_PER_ACCOUNT, TRADERS_PER_ACCOUNT = 20, 3
 LOCK_SIGNAL = "SELECT 1 FROM signals_app_signal WHERE id = %s FOR NO KEY UPDATE"
 
 
-# These faults are injected with PostgreSQL's own machinery (a second session holding row locks,
-# pg_stat_activity, pg_terminate_backend), which SQLite has no counterpart of: a single-file
-# database has no sessions to drop, and its writers queue on one file lock.
+# Tests that catch a worker mid-work or cut its connection with PostgreSQL's own machinery (a
+# second session holding locks, pg_stat_activity, pg_terminate_backend), which SQLite has no
+# counterpart of: a single-file database has no sessions to drop, and its writers queue on one
+# file lock.
 needs_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql",
-    reason="the fault is injected through PostgreSQL sessions (row locks, pg_terminate_backend)",
+    reason="catches the worker mid-work through PostgreSQL sessions (locks, pg_terminate_backend)",
 )
 
 

@@ -29,13 +29,14 @@ from tests.reliability.conftest import (
     FAST_REDELIVERY,
     REDELIVERY_SECONDS,
     held,
+    needs_postgresql,
     other_sessions,
     wait_for,
 )
 from tests.trading_app import factories as f
 from trading_app.models import Order, TradeDecision
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, needs_postgresql]
 BEAT_SECONDS = 3
 # Markets enabled at the start, then before each outage (the last outage's batch is the larger
 # one: it must hold signals that pass the thresholds).

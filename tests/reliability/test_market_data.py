@@ -115,7 +115,9 @@ def test_the_model_is_never_fed_a_bad_candle(btc, shared_data, tiny_checkpoint, 
         f.store_candles(m, eth)
     newest = eth["time"].iloc[-1].to_pydatetime()
     nan_at, crossed_at = newest - timedelta(hours=2), newest - timedelta(hours=1)
-    Candle.objects.filter(market=nan, open_time=nan_at).update(close=float("nan"))
+    # An infinity, not a NaN: SQLite stores a NaN as NULL (refused: the column is NOT NULL), and
+    # both trip the same guard.
+    Candle.objects.filter(market=nan, open_time=nan_at).update(close=float("inf"))
     Candle.objects.filter(market=crossed, open_time=crossed_at).update(high=1.0, low=2.0)
     Candle.objects.create(
         market=clean, open_time=newest + timedelta(days=1), open=1, high=1, low=1, close=1,
