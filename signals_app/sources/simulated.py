@@ -10,9 +10,9 @@ import zlib
 
 import numpy as np
 import pandas as pd
-from mlcore.synthetic import generate_candles
 
 from mlcore.candles import timeframe_delta
+from mlcore.synthetic import generate_candles
 from signals_app.sources.base import SourceMarket, candle_frame, closed_until
 
 WARMUP_CANDLES = 64
