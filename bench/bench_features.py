@@ -1,6 +1,7 @@
 """Feature throughput: what the per-minute cycle pays per market.
 
-compute_features on 500 candles for 1 symbol (median of repeats), for 100 symbols one after another
+compute_features on 500 candles for 1 symbol (median of repeats; also keeping only the last 96
+rows, the Predictor's input window), for 100 symbols one after another
 in one process (as a gpu worker does for its batch), and for the same 100 symbols spread over
 worker processes; next to `ta.add_all_ta_features` on the same 500 candles as a baseline.
 Candles come from the synthetic market (one seed and price level per symbol), so the run needs no
@@ -92,6 +93,8 @@ def main() -> None:
     )
     one, one_cpu = median_ms(lambda: compute_features(frames[0]), repeats=args.repeats)
     print(f"{'1 symbol:':36}{one:8.1f} ms  (CPU {one_cpu:.1f} ms; median of {args.repeats})")
+    window, _ = median_ms(lambda: compute_features(frames[0], last=96), repeats=args.repeats)
+    print(f"{'1 symbol, last 96 rows (Predictor):':36}{window:8.1f} ms")
     sequential = many_symbols_ms(frames, workers=1)
     print(f"{f'{args.symbols} symbols, 1 process:':36}{sequential:8.1f} ms per symbol")
     parallel = None

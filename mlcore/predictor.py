@@ -274,7 +274,7 @@ class Predictor:
                 f"{symbol}: {since_gap} candles since the last gap, the model needs "
                 f"{self.min_history} consecutive candles"
             )
-        features = compute_features(tail).to_numpy(dtype=np.float32)[-self.context_length :]
+        features = compute_features(tail, last=self.context_length).to_numpy(dtype=np.float32)
         window = features[:, self._columns]
         if not np.isfinite(window).all():
             raise InvalidCandles(f"{symbol}: features are not finite over the input window")

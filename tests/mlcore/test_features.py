@@ -171,6 +171,16 @@ def test_warmup_makes_the_start_point_irrelevant(btc_slice):
         assert worst.max() < 0.01, (start, FEATURE_NAMES[int(worst.argmax())], worst.max())
 
 
+@pytest.mark.parametrize("last", [CONTEXT_LENGTH, LIVE_HISTORY - WARMUP + 10, 10_000])
+def test_last_rows_are_the_tail_of_the_full_computation(last):
+    """compute_features(last=k), what the Predictor asks for, is the full result's last k rows,
+    the warm-up NaNs of a k reaching into the warm-up included."""
+    candles = generate_candles(LIVE_HISTORY, seed=3)
+    full = compute_features(candles)
+    tail = compute_features(candles, last=last)
+    pd.testing.assert_frame_equal(tail, full.iloc[-last:])
+
+
 # --- scale-freedom and calendar ------------------------------------------------------------------
 
 
