@@ -3,7 +3,7 @@
 Every function returns an array as long as its input; output[t] depends on input[:t+1] only. A
 value that is not defined yet (too few rows) is NaN, and so is a window that contains a NaN. No
 Python loop runs over rows: rolling sums use cumulative sums, rolling extremes and moments use
-strided windows, and recursive averages run in pandas' compiled ewm.
+strided windows, and recursive averages run as a linear filter (scipy's lfilter).
 
 These are the indicators `ta` implements with per-row Python loops or `rolling.apply` (ATR, ADX,
 Aroon, MFI, CCI), with a look-ahead fill of their first rows (`shift(fill_value=series.mean())`
@@ -19,6 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import lfilter
 
 # A recursive average started at row s still carries exp(-EMA_SETTLE) of its start value's weight
 # after ema_settle() rows. A start value can sit several spreads away from the settled average (an
@@ -100,8 +101,22 @@ def rolling_min(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def ewm(x: np.ndarray, alpha: float) -> np.ndarray:
-    """y[t] = alpha * x[t] + (1 - alpha) * y[t-1] from the first non-NaN x (adjust=False)."""
-    return pd.Series(x).ewm(alpha=alpha, adjust=False).mean().to_numpy()
+    """y[t] = alpha * x[t] + (1 - alpha) * y[t-1] from the first non-NaN x (adjust=False).
+
+    scipy's lfilter over the run after the leading NaNs: the same values as pandas' ewm at a
+    fifth of its cost on the live cycle's 500 candles (13 vs 61 us, ~60 calls per market). A NaN
+    after the first value goes to pandas, whose decay across such a hole is its own definition.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape, np.nan)
+    missing = np.isnan(x)
+    if missing.all():
+        return out
+    first = int(missing.argmin())
+    if missing[first:].any():
+        return pd.Series(x).ewm(alpha=alpha, adjust=False).mean().to_numpy()
+    out[first:], _ = lfilter([alpha], [1.0, alpha - 1.0], x[first:], zi=[(1.0 - alpha) * x[first]])
+    return out
 
 
 def ema(x: np.ndarray, span: int) -> np.ndarray:

@@ -230,6 +230,18 @@ def _assert_matches(
     np.testing.assert_allclose(ours[start:], theirs[start:], rtol=rtol, atol=1e-9)
 
 
+@pytest.mark.parametrize(
+    "holes", [[], [0, 1, 2], [0, 1, 2, 40], list(range(50))], ids=["none", "leading", "inner", "all"]
+)
+def test_ewm_is_pandas_ewm(holes):
+    """Our linear-filter ewm against pandas' adjust=False ewm: leading NaNs, a NaN after the
+    first value (pandas' own definition applies) and an all-NaN input."""
+    x = np.random.default_rng(0).normal(size=50)
+    x[holes] = np.nan
+    theirs = pd.Series(x).ewm(alpha=0.2, adjust=False).mean().to_numpy()
+    np.testing.assert_allclose(ind.ewm(x, 0.2), theirs, rtol=1e-12, atol=1e-15)
+
+
 def test_ema_sma_match_ta(btc_slice):
     s = _series(btc_slice)
     close = s["close"].to_numpy()
