@@ -231,7 +231,9 @@ def _assert_matches(
 
 
 @pytest.mark.parametrize(
-    "holes", [[], [0, 1, 2], [0, 1, 2, 40], list(range(50))], ids=["none", "leading", "inner", "all"]
+    "holes",
+    [[], [0, 1, 2], [0, 1, 2, 40], list(range(50))],
+    ids=["none", "leading", "inner", "all"],
 )
 def test_ewm_is_pandas_ewm(holes):
     """Our linear-filter ewm against pandas' adjust=False ewm: leading NaNs, a NaN after the

@@ -21,7 +21,7 @@ from botai.celery import app
 from signals_app.models import Signal
 from tests.reliability.conftest import PROCESS_SIGNALS, wait_for
 from tests.trading_app import factories as f
-from tests.trading_app.test_orders import Bybit, recorded, setup  # noqa: F401 (fixtures)
+from tests.trading_app.bybit import Bybit, recorded, setup  # noqa: F401 (fixtures)
 from trading_app.models import Order, Position
 from trading_app.tasks import RETRY_BASE_SECONDS
 

@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 
 from signals_app.models import CycleRun
 from tests.trading_app import factories as f
-from tests.trading_app.test_orders import bybit, recorded  # noqa: F401 (fixtures)
+from tests.trading_app.bybit import bybit, recorded  # noqa: F401 (fixtures)
 from trading_app.exchanges import _ccxt_adapters, adapter_for
 from trading_app.models import BacktestRun, ExchangeAccount, Order
 from trading_app.services.engine import signals_process

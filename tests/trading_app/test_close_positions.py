@@ -11,7 +11,6 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.trading_app import factories as f
-from tests.trading_app.test_orders import bybit, recorded, setup  # noqa: F401 (fixtures)
 from trading_app.models import Balance, Order, Position, Trader
 from trading_app.services.engine import signals_process
 from trading_app.services.positions import positions_close
@@ -167,7 +166,7 @@ def test_api_action_is_staff_only_and_idempotent(paper_trader):
 # ---------------------------------------------------------- a testnet account (Bybit stand-in)
 
 
-def test_exchange_close_is_reduce_only_placed_once_and_settled_by_sync(setup, bybit):  # noqa: F811
+def test_exchange_close_is_reduce_only_placed_once_and_settled_by_sync(setup, bybit):
     trader, market = setup
     signals_process(signal_ids=[f.signal(market).pk])
     bybit.hold(symbol="BTCUSDT", side="Buy", size="0.02")
@@ -203,7 +202,7 @@ def test_exchange_close_is_reduce_only_placed_once_and_settled_by_sync(setup, by
     assert len(bybit.creates) == 2
 
 
-def test_an_entry_the_exchange_never_received_is_withdrawn_for_good(setup, bybit):  # noqa: F811
+def test_an_entry_the_exchange_never_received_is_withdrawn_for_good(setup, bybit):
     trader, market = setup
     bybit.fail_next_create = [requests.exceptions.ConnectTimeout("no route")]
     assert signals_process(signal_ids=[f.signal(market).pk]).retry
@@ -223,7 +222,7 @@ def test_an_entry_the_exchange_never_received_is_withdrawn_for_good(setup, bybit
     assert bybit.orders == {}
 
 
-def test_a_pending_entry_that_had_filled_is_recorded_then_closed(setup, bybit):  # noqa: F811
+def test_a_pending_entry_that_had_filled_is_recorded_then_closed(setup, bybit):
     trader, market = setup
     signals_process(signal_ids=[f.signal(market).pk])  # accepted, the fill not yet reported
     entry = Order.objects.get()
