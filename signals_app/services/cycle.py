@@ -56,8 +56,9 @@ def markets_to_predict(markets, *, model_version: ModelVersion | None) -> tuple[
     return due, len(rows) - len(due)
 
 
-def _clip(text: str) -> str:
-    limit = CycleRun._meta.get_field("reason").max_length
+def _clip(text: str, limit: int | None = None) -> str:
+    """text cut to `limit` characters (default: what CycleRun.reason holds), marked with "…"."""
+    limit = limit or CycleRun._meta.get_field("reason").max_length
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -158,7 +159,7 @@ def _error_text(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
-    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+    return _clip(text, ERROR_CHARS)
 
 
 def cycle_record_batch_failure(
